@@ -1,0 +1,159 @@
+"""Monocular-depth metrics with the Eigen / monodepth2 / BTS conventions, averaged over images.
+
+Per image: valid mask `min_depth < gt < max_depth` (and an optional Garg/Eigen crop), optional
+alignment (median scaling, or MiDaS least-squares scale+shift in disparity space), predictions
+clipped to [min_depth, max_depth], then abs_rel, sq_rel, rmse, rmse_log, log10, delta1..3, silog.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from .common import PerImageTable, nan_to_none
+
+DEPTH_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "delta1", "delta2", "delta3", "silog")
+# Lower is better for errors, higher for the delta accuracies (used by reports).
+HIGHER_IS_BETTER = ("delta1", "delta2", "delta3")
+ALIGNMENTS = ("none", "median", "scale_shift")
+CROPS = ("garg", "eigen_kitti", "eigen_nyu")
+
+
+def crop_mask(shape: tuple[int, int], crop: Optional[str]) -> np.ndarray:
+    """Boolean (H, W) evaluation region: the whole image, or a published crop."""
+    h, w = shape
+    mask = np.zeros((h, w), bool)
+    if crop is None:
+        mask[:] = True
+    elif crop == "garg":  # Garg et al. (KITTI), as in BTS/monodepth2
+        mask[int(0.40810811 * h):int(0.99189189 * h), int(0.03594771 * w):int(0.96405229 * w)] = True
+    elif crop == "eigen_kitti":
+        mask[int(0.3324324 * h):int(0.91351351 * h), int(0.0359477 * w):int(0.96405229 * w)] = True
+    elif crop == "eigen_nyu":
+        # [45:471, 41:601] on NYU's 480x640; scaled in integer arithmetic for other sizes.
+        mask[45 * h // 480:471 * h // 480, 41 * w // 640:601 * w // 640] = True
+    else:
+        raise ValueError(f"unknown depth crop {crop!r}; known: {', '.join(CROPS)} (or none)")
+    return mask
+
+
+def scale_shift_disparity(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
+    """MiDaS `compute_scale_and_shift`: (s, t) minimising sum (s/pred + t - 1/gt)^2 (1-D arrays).
+    A singular system (e.g. a constant prediction) gives (0, 0), as in MiDaS."""
+    x = 1.0 / pred
+    y = 1.0 / gt
+    a00, a01, a11 = float((x * x).sum()), float(x.sum()), float(x.size)
+    b0, b1 = float((x * y).sum()), float(y.sum())
+    det = a00 * a11 - a01 * a01
+    if det == 0:
+        return 0.0, 0.0
+    return (a11 * b0 - a01 * b1) / det, (-a01 * b0 + a00 * b1) / det
+
+
+def align(pred: np.ndarray, gt: np.ndarray, alignment: str, max_depth: float) -> np.ndarray:
+    """Align valid-pixel predictions (1-D) to the ground truth before clipping."""
+    if alignment == "none":
+        return pred
+    if alignment == "median":  # monodepth2: pred *= median(gt) / median(pred)
+        return pred * (np.median(gt) / np.median(pred))
+    if alignment == "scale_shift":
+        # Fit in disparity space, cap the disparity at 1/max_depth (MiDaS' depth cap), back to depth.
+        s, t = scale_shift_disparity(pred, gt)
+        disparity = np.maximum(s / pred + t, 1.0 / max_depth)
+        return 1.0 / disparity
+    raise ValueError(f"unknown depth alignment {alignment!r}; known: {', '.join(ALIGNMENTS)}")
+
+
+def depth_errors(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """BTS `compute_errors` on matching 1-D arrays of positive depths."""
+    thresh = np.maximum(gt / pred, pred / gt)
+    err = np.log(pred) - np.log(gt)
+    # mean(e^2) - mean(e)^2 can round to a hair below 0 for a near-perfect prediction.
+    silog_var = max(float(np.mean(err ** 2) - np.mean(err) ** 2), 0.0)
+    return {
+        "abs_rel": float(np.mean(np.abs(gt - pred) / gt)),
+        "sq_rel": float(np.mean((gt - pred) ** 2 / gt)),
+        "rmse": float(np.sqrt(np.mean((gt - pred) ** 2))),
+        "rmse_log": float(np.sqrt(np.mean(err ** 2))),
+        "log10": float(np.mean(np.abs(np.log10(pred) - np.log10(gt)))),
+        "delta1": float(np.mean(thresh < 1.25)),
+        "delta2": float(np.mean(thresh < 1.25 ** 2)),
+        "delta3": float(np.mean(thresh < 1.25 ** 3)),
+        "silog": 100.0 * float(np.sqrt(silog_var)),
+    }
+
+
+class DepthMetrics:
+    """Per-image depth errors, averaged over images (images without a valid pixel are skipped)."""
+
+    def __init__(self, min_depth: float = 1e-3, max_depth: float = 10.0, alignment: str = "none",
+                 crop: Optional[str] = None) -> None:
+        if not 0 <= min_depth < max_depth:
+            raise ValueError(f"need 0 <= min_depth < max_depth, got {min_depth}, {max_depth}")
+        if alignment not in ALIGNMENTS:
+            raise ValueError(f"unknown depth alignment {alignment!r}; known: {', '.join(ALIGNMENTS)}")
+        if crop is not None and crop not in CROPS:
+            raise ValueError(f"unknown depth crop {crop!r}; known: {', '.join(CROPS)} (or none)")
+        self.min_depth, self.max_depth = float(min_depth), float(max_depth)
+        self.alignment, self.crop = alignment, crop
+        self.table = PerImageTable(DEPTH_KEYS)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.table.rows)
+
+    def valid_mask(self, gt: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            return (gt > self.min_depth) & (gt < self.max_depth) & crop_mask(gt.shape, self.crop)
+
+    def image_errors(self, pred: np.ndarray, gt: np.ndarray) -> Optional[dict[str, float]]:
+        """The errors of one image, or None when it has no valid ground-truth pixel."""
+        pred = np.asarray(pred, np.float64)
+        gt = np.asarray(gt, np.float64)
+        if pred.shape != gt.shape or pred.ndim != 2:
+            raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} must be the same (H, W)")
+        mask = self.valid_mask(gt)
+        if not mask.any():
+            return None
+        p, g = pred[mask], gt[mask]
+        # BTS: non-finite predictions become the range ends instead of poisoning the mean.
+        p = np.where(np.isnan(p), self.min_depth, np.where(np.isinf(p), self.max_depth, p))
+        p = np.maximum(p, self.min_depth) if self.alignment != "none" else p  # 1/pred and ratios need > 0
+        p = align(p, g, self.alignment, self.max_depth)
+        p = np.clip(p, self.min_depth, self.max_depth)
+        return depth_errors(p, g)
+
+    def update(self, pred: np.ndarray, gt: np.ndarray, key: Optional[str] = None) -> Optional[dict[str, float]]:
+        errors = self.image_errors(pred, gt)
+        if errors is None:
+            self.table.skip(key, f"no ground-truth pixel in ({self.min_depth}, {self.max_depth})")
+        else:
+            self.table.add(key, errors)
+        return errors
+
+    def merge(self, other: "DepthMetrics") -> "DepthMetrics":
+        mine = (self.min_depth, self.max_depth, self.alignment, self.crop)
+        theirs = (other.min_depth, other.max_depth, other.alignment, other.crop)
+        if mine != theirs:
+            raise ValueError(f"cannot merge depth metrics with different settings: {mine} vs {theirs}")
+        self.table.merge(other.table)
+        return self
+
+    def compute(self) -> dict[str, float]:
+        return self.table.mean()
+
+    def summary(self) -> dict[str, Optional[float]]:
+        return {k: nan_to_none(v) for k, v in self.compute().items()}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "depth", "min_depth": self.min_depth, "max_depth": self.max_depth,
+                "alignment": self.alignment, "crop": self.crop, **self.table.to_json()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "DepthMetrics":
+        if data.get("type") != "depth":
+            raise ValueError(f"not a depth metrics state (type={data.get('type')!r})")
+        m = cls(data["min_depth"], data["max_depth"], data["alignment"], data.get("crop"))
+        m.table = PerImageTable.from_json(dict(data), DEPTH_KEYS)
+        return m

@@ -1,0 +1,273 @@
+"""Write an evaluation report: report.json (fractions, full precision), report.md (tables in
+percent) and pictures (confusion-matrix heatmap, per-class IoU bars, a grid of sample overlays
+for segmentation or error maps for depth and matting). matplotlib (Agg) is imported lazily.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from .metrics.depth import DEPTH_KEYS, HIGHER_IS_BETTER
+from .metrics.matting import MATTING_KEYS
+from .metrics.segmentation import PER_CLASS_KEYS, SUMMARY_KEYS
+
+log = logging.getLogger(__name__)
+MAX_FAILED_IN_MD = 50
+
+
+# ---- number formatting ---------------------------------------------------------------------------
+def pct(value: Optional[float]) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}"
+
+
+def num(value: Optional[float], digits: int = 4) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def metric_cell(task: str, key: str, value: Optional[float]) -> str:
+    """How a headline metric prints: segmentation and depth deltas in percent, errors as numbers."""
+    if task == "segmentation" or key in HIGHER_IS_BETTER:
+        return pct(value)
+    return num(value, 2 if key == "silog" else 4)
+
+
+def metric_keys(task: str) -> tuple[str, ...]:
+    return {"segmentation": SUMMARY_KEYS, "depth": DEPTH_KEYS, "matting": MATTING_KEYS}[task]
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(report: dict[str, Any], pictures: Sequence[str] = ()) -> str:
+    task = report["task"]
+    ds = report["dataset"]
+    keys = metric_keys(task)
+    out = [f"# Evaluation: {report['model']} ({report['backend']}, {task})\n",
+           f"Data: `{ds['root']}` split `{ds['split']}` (layout {ds['layout']}), shard {report['shard']}. "
+           f"Images: {report['num_images']}, evaluated {report['num_evaluated']}, failed {report['num_failed']}.\n"]
+    unit = "percent" if task == "segmentation" else "deltas in percent" if task == "depth" else "mmagic units"
+    out.append(f"## Metrics ({unit})\n")
+    out.append(table(keys, [[metric_cell(task, k, report["metrics"].get(k)) for k in keys]]))
+    settings = report.get("metric_settings")
+    if settings:
+        out.append("Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()) + "\n")
+    if task == "segmentation":
+        out.append("\n## Per class (percent)\n")
+        rows = [[_md_escape(r["class"])] + [pct(r[k]) for k in PER_CLASS_KEYS] + [r["gt_pixels"], r["pred_pixels"]]
+                for r in report["per_class"]]
+        out.append(table(["class", *PER_CLASS_KEYS, "gt px", "pred px"], rows))
+        extra = sum(report.get("out_of_range_predictions", []))
+        if extra:
+            out.append(f"\n{extra} pixels were predicted outside [0, {len(report['per_class'])}); "
+                       "they count as misses of their ground-truth class.\n")
+        if report.get("invalid_gt_pixels"):
+            out.append(f"\n{report['invalid_gt_pixels']} ground-truth pixels hold ids that are neither a class "
+                       "nor the ignore index; they were dropped.\n")
+    if report.get("skipped"):
+        out.append(f"\n{len(report['skipped'])} images had no valid ground-truth pixel and are not in the means.\n")
+    if report["failed"]:
+        out.append(f"\n## Failed ({report['num_failed']})\n")
+        rows = [[f"`{_md_escape(f['path'])}`", f.get("stage", ""), _md_escape(f["error"])]
+                for f in report["failed"][:MAX_FAILED_IN_MD]]
+        out.append(table(["path", "stage", "error"], rows))
+        if report["num_failed"] > MAX_FAILED_IN_MD:
+            out.append(f"\n... and {report['num_failed'] - MAX_FAILED_IN_MD} more in report.json.\n")
+    if pictures:
+        out.append("\n## Pictures\n")
+        out += [f"![{Path(p).stem}]({Path(p).name})\n" for p in pictures]
+    run = report.get("run") or {}
+    if run.get("images_per_s"):
+        out.append(f"\nRun: {run['seconds']} s, {run['images_per_s']} images/s at concurrency {run.get('concurrency')}.\n")
+    return "\n".join(out)
+
+
+HEADLINE = {"segmentation": ("mIoU", "aAcc", "mAcc"), "depth": ("abs_rel", "rmse", "delta1", "silog"),
+            "matting": MATTING_KEYS}
+
+
+def comparison_table(reports: Sequence[dict[str, Any]]) -> str:
+    """Headline metrics side by side, one column per backend (e.g. torch vs triton), one row per
+    model and metric; with exactly two backends a last column gives their difference."""
+    backends = list(dict.fromkeys(r["backend"] for r in reports))
+    by_model: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in reports:
+        by_model.setdefault(r["model"], {})[r["backend"]] = r
+    header = ["model", "task", "metric", *backends] + (["diff"] if len(backends) == 2 else [])
+    rows = []
+    for model, runs in by_model.items():
+        task = next(iter(runs.values()))["task"]
+        counts = [f"{runs[b]['num_evaluated']}/{runs[b]['num_images']}" if b in runs else "-" for b in backends]
+        for key in HEADLINE[task]:
+            values = [runs[b]["metrics"].get(key) if b in runs else None for b in backends]
+            row = [model, task, key, *(metric_cell(task, key, v) if b in runs else "-" for b, v in zip(backends, values))]
+            if len(backends) == 2:
+                a, b = values
+                cell = metric_cell(task, key, b - a) if a is not None and b is not None else "n/a"
+                row.append(cell[1:] if cell.startswith("-") and not cell.strip("-0.") else cell)  # no "-0.00"
+            rows.append(row)
+        rows.append([model, task, "images evaluated", *counts] + ([""] if len(backends) == 2 else []))
+    return table(header, rows)
+
+
+# ---- pictures --------------------------------------------------------------------------------------
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion(report: dict[str, Any], path: Path) -> None:
+    plt = _pyplot()
+    cm = np.asarray(report["confusion_matrix"], np.float64)
+    names = [r["class"] for r in report["per_class"]]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rows = cm / cm.sum(axis=1, keepdims=True)  # row-normalised: each gt class sums to 1
+    n = len(names)
+    side = min(max(4.0, 0.45 * n + 2), 30.0)
+    fig, ax = plt.subplots(figsize=(side, side))
+    im = ax.imshow(np.nan_to_num(rows), cmap="Blues", vmin=0, vmax=1)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("ground truth")
+    ax.set_title(f"{report['model']} ({report['backend']}): confusion, row-normalised")
+    if n <= 40:
+        ax.set_xticks(range(n), names, rotation=90, fontsize=7)
+        ax.set_yticks(range(n), names, fontsize=7)
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                if cm[i, j]:
+                    ax.text(j, i, f"{rows[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                            color="white" if rows[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_per_class(report: dict[str, Any], path: Path) -> None:
+    plt = _pyplot()
+    names = [r["class"] for r in report["per_class"]]
+    ious = [r["IoU"] for r in report["per_class"]]
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.28 * len(names) + 1)))
+    y = np.arange(len(names))
+    ax.barh(y, [100 * v if v is not None else 0 for v in ious], color="tab:blue")
+    for i, v in enumerate(ious):
+        ax.text(100 * v + 1 if v is not None else 1, i, pct(v), va="center", fontsize=7)
+    ax.set_yticks(y, names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 110)
+    ax.set_xlabel("IoU (%)")
+    miou = report["metrics"].get("mIoU")
+    ax.set_title(f"{report['model']} ({report['backend']}): per-class IoU, mIoU {pct(miou)}%")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    out = np.zeros(labels.shape + (3,), np.uint8)
+    inside = (labels >= 0) & (labels < len(palette))
+    out[inside] = palette[labels[inside]]
+    return out  # ignore / out-of-range stay black
+
+
+def _load_samples(folder: Path) -> list[dict[str, np.ndarray]]:
+    samples = []
+    for p in sorted(folder.glob("*.npz")):
+        if p.name.startswith("."):
+            continue
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                samples.append({k: z[k] for k in z.files})
+        except Exception as exc:  # a torn file from a killed run: skip the picture, keep the report
+            log.warning("skipping unreadable sample picture %s: %s", p, exc)
+    return samples
+
+
+def plot_samples(report: dict[str, Any], samples: list[dict[str, np.ndarray]], path: Path) -> None:
+    plt = _pyplot()
+    task = report["task"]
+    cols = {"segmentation": ("image", "ground truth", "prediction"),
+            "depth": ("image", "ground truth (m)", "prediction (m)", "abs rel error"),
+            "matting": ("image", "ground-truth alpha", "predicted alpha", "|error|")}[task]
+    fig, axes = plt.subplots(len(samples), len(cols), figsize=(3 * len(cols), 2.4 * len(samples)), squeeze=False)
+    palette = np.asarray(report.get("palette") or [[0, 0, 0]], np.uint8)
+    for row, smp in zip(axes, samples):
+        image, target, pred = smp["image"], smp["target"], smp["pred"]
+        row[0].imshow(image)
+        row[0].set_ylabel(str(smp["id"]), fontsize=7)
+        if task == "segmentation":
+            blend = lambda lab: (0.5 * image + 0.5 * _colorize(lab, palette)).astype(np.uint8)  # noqa: E731
+            row[1].imshow(blend(target))
+            row[2].imshow(blend(pred))
+        elif task == "depth":
+            valid = target > 0
+            vmax = float(np.percentile(target[valid], 99)) if valid.any() else 1.0
+            row[1].imshow(np.where(valid, target, np.nan), cmap="magma_r", vmin=0, vmax=vmax)
+            row[2].imshow(pred, cmap="magma_r", vmin=0, vmax=vmax)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                err = np.where(valid, np.abs(pred - target) / target, np.nan)
+            im = row[3].imshow(err, cmap="inferno", vmin=0, vmax=0.5)
+            fig.colorbar(im, ax=row[3], fraction=0.046)
+        else:
+            row[1].imshow(target, cmap="gray", vmin=0, vmax=1)
+            row[2].imshow(pred, cmap="gray", vmin=0, vmax=1)
+            im = row[3].imshow(np.abs(pred - target), cmap="inferno", vmin=0, vmax=1)
+            fig.colorbar(im, ax=row[3], fraction=0.046)
+        for ax in row:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    for ax, title in zip(axes[0], cols):
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_pictures(report: dict[str, Any], out: Path) -> list[str]:
+    written = []
+    if report["task"] == "segmentation" and report.get("per_class"):
+        plot_confusion(report, out / "confusion_matrix.png")
+        plot_per_class(report, out / "per_class_iou.png")
+        written += [str(out / "confusion_matrix.png"), str(out / "per_class_iou.png")]
+    samples = _load_samples(out / "samples")
+    if samples:
+        name = "sample_overlays.png" if report["task"] == "segmentation" else "error_maps.png"
+        plot_samples(report, samples, out / name)
+        written.append(str(out / name))
+    return written
+
+
+def write_report(report: dict[str, Any], out_dir: str, pictures: bool = True) -> list[str]:
+    """Write report.json, report.md and the pictures into out_dir; returns the paths written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = write_pictures(report, out) if pictures else []
+    (out / "report.json").write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
+    (out / "report.md").write_text(render_markdown(report, written))
+    return [str(out / "report.json"), str(out / "report.md"), *written]
+
+
+def read_report(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if p.is_dir():
+        p = p / "report.json"
+    if not p.is_file():
+        raise FileNotFoundError(f"{p} does not exist; pass report directories written by `python -m clients eval`")
+    return json.loads(p.read_text())
