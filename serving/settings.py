@@ -1,0 +1,73 @@
+"""Typed settings for one Triton server: which repository, where it listens, how it runs.
+
+`python -m serving start` turns its flags into a `ServerSettings`; library callers build one directly.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+MODES = ("auto", "embedded", "external")
+
+
+def default_state_dir() -> Path:
+    """Where `start` records the running server so `status`/`stop`/`reload` find it.
+
+    Outside any source tree on purpose: the embedded runtime repository is derived here.
+    """
+    env = os.environ.get("PIXELPORT_STATE_DIR")
+    if env:
+        return Path(env)
+    return Path(tempfile.gettempdir()) / f"pixelport-serving-{os.getuid()}"
+
+
+@dataclass
+class ServerSettings:
+    """One Triton server on one model repository.
+
+    mode: "auto" serves the repository as it is when a full Triton (onnxruntime backend) is found
+    (`tritonserver` given, or on PATH), else embedded; "embedded" always derives the python-backend
+    runtime repository and runs the PyPI wheel's binary; "external" requires a full Triton.
+    """
+
+    repository: Path
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    log_file: Optional[Path] = None  # default: <state_dir>/server.log
+    tritonserver: Optional[Path] = None  # a full Triton binary (external mode)
+    mode: str = "auto"
+    state_dir: Path = field(default_factory=default_state_dir)
+    startup_timeout_s: float = 180.0  # bounded wait for the server and every model
+    stop_timeout_s: float = 30.0  # SIGTERM grace (Triton's --exit-timeout-secs) before SIGKILL
+    allow_failed_models: bool = False  # serve what loads instead of failing the start
+    log_verbose: int = 0
+    # Tests and --foreground: the server gets SIGTERM if the starting process dies without stop().
+    die_with_parent: bool = False
+
+    def __post_init__(self) -> None:
+        self.repository = Path(self.repository).expanduser()
+        self.state_dir = Path(self.state_dir).expanduser()
+        if self.log_file is not None:
+            self.log_file = Path(self.log_file).expanduser()
+        if self.tritonserver is not None:
+            self.tritonserver = Path(self.tritonserver).expanduser()
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        ports = {"http": self.http_port, "grpc": self.grpc_port, "metrics": self.metrics_port}
+        for name, port in ports.items():
+            if not 0 < int(port) < 65536:
+                raise ValueError(f"--{name}-port must be in 1..65535, got {port}")
+        if len(set(ports.values())) != 3:
+            raise ValueError(f"HTTP, gRPC and metrics ports must differ, got {ports}")
+        if self.startup_timeout_s <= 0 or self.stop_timeout_s <= 0:
+            raise ValueError("startup and stop timeouts must be positive")
+
+    @property
+    def resolved_log_file(self) -> Path:
+        return self.log_file or self.state_dir / "server.log"

@@ -1,0 +1,39 @@
+"""Serving-room fixtures: a repository of tiny onnx.helper models and one embedded Triton on it.
+
+These do not depend on the trainer or the exporter, so the serving code is tested on its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import serving_toys as toys
+
+# name -> (contract, onnx model) of the toy repository; seg_live is the one the reload test republishes
+TOY_MODELS = {
+    "seg": (toys.segmentation_contract("seg"), toys.segmentation_onnx(seed=0)),
+    # KIND_GPU: served on CPU here (no GPU), which model.py must say in the server log
+    "depth": (toys.depth_contract("depth", instance_kind="KIND_GPU"), toys.depth_onnx(seed=1)),
+    "seg_live": (toys.segmentation_contract("seg_live"), toys.segmentation_onnx(seed=2)),
+}
+
+
+@pytest.fixture(scope="session")
+def toy_repository(tmp_path_factory) -> Path:
+    repository = tmp_path_factory.mktemp("toy") / "model_repository"
+    for contract, model in TOY_MODELS.values():
+        toys.publish(repository, contract, model, version=1)
+    return repository
+
+
+@pytest.fixture(scope="session")
+def toy_server(toy_repository, server_settings_factory):
+    from serving import start_server
+
+    server = start_server(server_settings_factory(toy_repository))
+    try:
+        yield server
+    finally:
+        server.stop()

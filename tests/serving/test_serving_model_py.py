@@ -1,0 +1,46 @@
+"""The pure helpers of the generic python-backend model (the server tests cover the rest)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from serving.runtime_repo import RUNTIME_MODEL
+
+
+@pytest.fixture(scope="module")
+def runtime_model():
+    spec = importlib.util.spec_from_file_location("pixelport_runtime_model", RUNTIME_MODEL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_check_input_messages(runtime_model):
+    spec = runtime_model.TensorSpec({"name": "image", "data_type": "TYPE_UINT8", "dims": [-1, -1, 3]})
+    runtime_model.check_input(spec, np.zeros((2, 5, 7, 3), np.uint8), batched=True)
+    with pytest.raises(ValueError, match=r"must be UINT8 \(uint8\), got float32"):
+        runtime_model.check_input(spec, np.zeros((1, 5, 7, 3), np.float32), batched=True)
+    with pytest.raises(ValueError, match=r"shape \[batch, -1, -1, 3\], got \[1, 5, 7, 4\]"):
+        runtime_model.check_input(spec, np.zeros((1, 5, 7, 4), np.uint8), batched=True)
+    with pytest.raises(ValueError, match=r"shape \[batch, -1, -1, 3\], got \[5, 7, 3\]"):
+        runtime_model.check_input(spec, np.zeros((5, 7, 3), np.uint8), batched=True)
+    with pytest.raises(ValueError, match="empty dimension"):
+        runtime_model.check_input(spec, np.zeros((1, 0, 7, 3), np.uint8), batched=True)
+
+
+def test_group_and_split(runtime_model):
+    assert runtime_model.group_by_shape([(4, 4), (8, 4), (4, 4), (8, 4), (2, 2)]) == [[0, 2], [1, 3], [4]]
+    stacked = np.arange(6 * 2).reshape(6, 2)
+    pieces = runtime_model.split_rows(stacked, [1, 3, 2])
+    assert [p.shape[0] for p in pieces] == [1, 3, 2]
+    np.testing.assert_array_equal(np.concatenate(pieces), stacked)
+
+
+def test_default_threads_share_the_cores(runtime_model):
+    cores = runtime_model.default_threads(1)
+    assert cores >= 1
+    assert runtime_model.default_threads(cores * 4) == 1
+    assert runtime_model.default_threads(2) == max(1, cores // 2)

@@ -1,0 +1,129 @@
+"""The embedded Triton on tiny ONNX models: it answers, matches onnxruntime, batches, fails per request."""
+
+from __future__ import annotations
+
+import threading
+import urllib.request
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from clients.contract import ModelContract
+from serving import collect_status
+from serving_toys import assert_matches, image, infer_input, reference
+
+pytestmark = pytest.mark.integration
+
+
+def test_server_metadata_reports_triton(toy_server):
+    with toy_server.client() as client:
+        meta = client.get_server_metadata()
+        assert meta.name == "triton"
+        assert "model_repository" in meta.extensions
+        assert client.is_server_ready()
+
+
+def test_every_model_answers_like_onnxruntime(toy_server, toy_repository):
+    with toy_server.client() as client:
+        index = client.get_model_repository_index(as_json=True)["models"]
+        models = sorted({m["name"] for m in index if m.get("state") == "READY"})
+        assert models == ["depth", "seg", "seg_live"]
+        for seed, name in enumerate(models):
+            x = image(seed, batch=2)
+            result = client.infer(name, infer_input(x))
+            version = result.get_response().model_version
+            assert_matches(result, reference(toy_repository, name, version, x))
+
+
+def test_served_config_keeps_the_contract(toy_server, toy_repository):
+    """Clients read the contract from the server; embedded mode must not change it."""
+    with toy_server.client() as client:
+        served = ModelContract.from_model_config(client.get_model_config("seg", as_json=True))
+        config = client.get_model_config("seg").config
+    source = ModelContract.from_model_config((toy_repository / "seg" / "config.pbtxt").read_text())
+    assert served == source
+    assert config.backend == "python" and config.max_batch_size == 8 and config.HasField("dynamic_batching")
+    assert config.instance_group[0].count == 1
+
+
+def test_requested_output_subset(toy_server):
+    with toy_server.client() as client:
+        result = client.infer("seg", infer_input(image(3)), outputs=[grpcclient.InferRequestedOutput("labels")])
+        assert result.as_numpy("labels").shape == (1, 40, 56)
+        assert result.as_numpy("confidence") is None
+
+
+def _infer_concurrently(client, model: str, images: list[np.ndarray]) -> list:
+    results: list = [None] * len(images)
+    done = threading.Semaphore(0)
+    for i, x in enumerate(images):
+        def callback(result, error, i=i):
+            results[i] = error if error is not None else result
+            done.release()
+        client.async_infer(model, infer_input(x), callback)
+    for _ in images:
+        assert done.acquire(timeout=60)
+    return results
+
+
+def _counts(client, model: str) -> tuple[int, int]:
+    stats = client.get_inference_statistics(model, as_json=True)["model_stats"]
+    return (sum(int(s.get("inference_count", 0)) for s in stats), sum(int(s.get("execution_count", 0)) for s in stats))
+
+
+def test_dynamic_batching_under_concurrency(toy_server, toy_repository):
+    """8 concurrent requests: Triton batches them (fewer executions) and each gets its own answer."""
+    images = [image(100 + i, 120, 160) for i in range(8)]
+    with toy_server.client() as client:
+        infer0, exec0 = _counts(client, "seg")
+        results = _infer_concurrently(client, "seg", images)
+        infer1, exec1 = _counts(client, "seg")
+    assert infer1 - infer0 == 8
+    assert exec1 - exec0 < infer1 - infer0, "no dynamic batch was formed"
+    for x, result in zip(images, results):
+        assert not isinstance(result, Exception), result
+        assert_matches(result, reference(toy_repository, "seg", "1", x))
+
+
+def test_mixed_shapes_in_one_batch_are_each_correct(toy_server, toy_repository):
+    images = [image(200 + i, 32 + 8 * (i % 3), 48) for i in range(9)]
+    with toy_server.client() as client:
+        results = _infer_concurrently(client, "seg", images)
+    for x, result in zip(images, results):
+        assert not isinstance(result, Exception), result
+        assert_matches(result, reference(toy_repository, "seg", "1", x))
+
+
+@pytest.mark.parametrize("bad", [np.zeros((1, 0, 5, 3), np.uint8), np.zeros((1, 8, 8, 4), np.uint8),
+                                 np.zeros((1, 8, 8, 3), np.float32)], ids=["empty", "channels", "dtype"])
+def test_bad_request_fails_alone_with_a_clear_error(toy_server, toy_repository, bad):
+    good = image(7)
+    with toy_server.client() as client:
+        inp = grpcclient.InferInput("image", list(bad.shape), "FP32" if bad.dtype == np.float32 else "UINT8")
+        inp.set_data_from_numpy(bad)
+        with pytest.raises(InferenceServerException) as info:
+            client.infer("seg", [inp])
+        message = info.value.message()
+        assert "image" in message and ("shape" in message or "type" in message or "dimension" in message), message
+        assert_matches(client.infer("seg", infer_input(good)), reference(toy_repository, "seg", "1", good))
+
+
+def test_status_and_metrics(toy_server):
+    with toy_server.client() as client:
+        client.infer("depth", infer_input(image(9)))
+        statuses = {s.name: s for s in collect_status(client, toy_server.skipped)}
+    assert statuses["depth"].state == "READY" and statuses["depth"].versions == ["1"]
+    assert statuses["depth"].inference_count >= 1 and statuses["depth"].avg_compute_ms is not None
+    with urllib.request.urlopen(toy_server.metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    assert 'nv_inference_count{model="depth",version="1"}' in text
+
+
+def test_gpu_instances_fall_back_to_cpu_and_say_so(toy_server):
+    """The toy depth model asks for KIND_GPU; without a GPU (or onnxruntime-gpu) it still serves."""
+    with toy_server.client() as client:
+        client.infer("depth", infer_input(image(11)))
+    log = toy_server.log_tail(lines=100000)
+    assert "pixelport depth v1: instance_group asks for KIND_GPU but" in log and "falling back to CPU" in log
