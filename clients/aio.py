@@ -1,0 +1,164 @@
+"""asyncio gRPC client: many images in flight at once, at most `concurrency` requests.
+
+    async with AsyncDenseClient("127.0.0.1:8001", "seg_unet", concurrency=8) as client:
+        preds = await client.predict_many(images)  # in input order
+
+One image per request; Triton's dynamic batcher groups concurrent requests on the server.
+Pre/post-processing runs in worker threads (cv2 releases the GIL), so the event loop keeps
+requests flowing. Retries, round-robin, contract checks and shm are the sync client's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable, Optional, Sequence, Union
+
+import numpy as np
+import tritonclient.grpc.aio as aiogrpc
+from tritonclient.utils import InferenceServerException
+from tritonclient.utils.shared_memory import SharedMemoryException
+
+from .client import (CHANNEL_ARGS, ClientBase, InferenceError, Retrier, ServerUnavailableError, Urls,
+                     contract_from_config, is_model_missing, make_request, read_result, ready_models,
+                     shm_nbytes)
+from .pipeline import postprocess, preprocess
+from .prediction import Prediction
+
+log = logging.getLogger(__name__)
+
+
+class AsyncDenseClient(ClientBase):
+    """Connect with `await client.connect()` or `async with`; close with `await client.close()`."""
+
+    def __init__(self, url: Urls, model: str, version: str = "", *, concurrency: int = 8,
+                 timeout_s: float = 60.0, retries: int = 8, backoff_s: float = 0.25,
+                 max_backoff_s: float = 8.0, use_shm: bool = False, max_side: Optional[int] = None) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        # One shm slot per request in flight, so concurrent requests never share a region.
+        super().__init__(url, model, version, timeout_s=timeout_s, retries=retries, backoff_s=backoff_s,
+                         max_backoff_s=max_backoff_s, use_shm=use_shm, shm_slots=concurrency, max_side=max_side)
+        self.concurrency = concurrency
+        self._clients: list[aiogrpc.InferenceServerClient] = []
+        self._gate: Optional[asyncio.Semaphore] = None
+        self.in_flight = 0
+        self.peak_in_flight = 0  # the most requests seen in flight at once (for checks and stats)
+
+    async def __aenter__(self) -> "AsyncDenseClient":
+        return await self.connect()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def connect(self) -> "AsyncDenseClient":
+        """Open channels, read and check the contract. Returns self."""
+        if self._contract is not None:
+            return self
+        self._clients = [aiogrpc.InferenceServerClient(u, channel_args=CHANNEL_ARGS) for u in self.urls]
+        self._gate = asyncio.Semaphore(self.concurrency)
+        try:
+            self._contract = await self._fetch_contract()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def _call(self, fn: Callable[[str, aiogrpc.InferenceServerClient], Awaitable[Any]], image: str,
+                    connecting: bool = False) -> Any:
+        if not self._clients:
+            raise RuntimeError(f"client for {self.model!r} is not connected (await connect()) or closed")
+        retrier = Retrier(self.retry, self.model, image, connecting, servers=len(self.urls))
+        while True:
+            i = self._next_index()
+            try:
+                return await fn(self.urls[i], self._clients[i])
+            except (InferenceServerException, SharedMemoryException) as exc:
+                delay = retrier.failed(exc, self.urls[i])
+                if self._shm is not None:
+                    self._shm.invalidate(self.urls[i])
+                await asyncio.sleep(delay)
+
+    async def _fetch_contract(self):
+        async def fetch(url: str, client: aiogrpc.InferenceServerClient) -> Any:
+            return await client.get_model_config(self.model, self.version, as_json=True, client_timeout=self.timeout_s)
+
+        try:
+            config = await self._call(fetch, "model config", connecting=True)
+        except ServerUnavailableError:
+            raise
+        except InferenceError as exc:
+            if not is_model_missing(exc.server_message):
+                raise
+            try:
+                client = self._clients[self.urls.index(exc.url)]
+                served = ready_models(await client.get_model_repository_index(as_json=True, client_timeout=self.timeout_s))
+            except InferenceServerException:
+                served = []
+            raise self._model_missing(exc, served) from exc
+        return contract_from_config(config, self.model)
+
+    async def infer_tensors(self, batch: np.ndarray, image: str = "batch") -> dict[str, np.ndarray]:
+        """Send an already preprocessed batch; return the raw output tensors (batch first).
+        Counts against `concurrency` like predict does."""
+        if self._gate is None:
+            raise RuntimeError(f"client for {self.model!r} is not connected (await connect())")
+        async with self._gate:
+            return await self._infer_tensors(batch, image)
+
+    async def _infer_tensors(self, batch: np.ndarray, image: str) -> dict[str, np.ndarray]:
+        contract = self.contract
+
+        async def attempt(url: str, client: aiogrpc.InferenceServerClient) -> dict[str, np.ndarray]:
+            if self._shm is None:
+                inputs, outputs = make_request(batch, contract)
+                result = await client.infer(self.model, inputs, self.version, outputs=outputs,
+                                            client_timeout=self.timeout_s)
+                return read_result(result, contract)
+            slot = self._shm.acquire()  # never waits: the gate admits at most `concurrency` (= slots)
+            try:
+                # Registration is a rare, short, sync RPC; keep it off the event loop.
+                await asyncio.to_thread(self._shm.prepare, slot, url, shm_nbytes(contract, batch))
+                inputs, outputs = make_request(batch, contract, slot)
+                result = await client.infer(self.model, inputs, self.version, outputs=outputs,
+                                            client_timeout=self.timeout_s)
+                return read_result(result, contract, slot)
+            finally:
+                self._shm.release(slot)
+
+        return await self._call(attempt, image)
+
+    async def predict(self, image: np.ndarray, image_id: Optional[str] = None) -> Prediction:
+        """One image -> its Prediction at the original size; waits for a free request slot."""
+        images, ids = self._checked([image], [image_id or "image"])
+        if self._gate is None:
+            raise RuntimeError(f"client for {self.model!r} is not connected (await connect())")
+        async with self._gate:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            try:
+                batch, transforms = await asyncio.to_thread(preprocess, images, self.contract, self.max_side)
+                outputs = await self._infer_tensors(batch, ids[0])
+                return (await asyncio.to_thread(postprocess, outputs, transforms, self.contract))[0]
+            finally:
+                self.in_flight -= 1
+
+    async def predict_many(self, images: Sequence[np.ndarray], image_ids: Optional[Sequence[str]] = None,
+                           return_exceptions: bool = False) -> list[Union[Prediction, BaseException]]:
+        """Predictions in input order, at most `concurrency` requests in flight. With
+        return_exceptions, a failed image yields its exception in its place instead of raising."""
+        ids = list(image_ids) if image_ids is not None else [f"image {i}" for i in range(len(images))]
+        if len(ids) != len(images):
+            raise ValueError(f"{len(images)} images but {len(ids)} image ids")
+        return await asyncio.gather(*(self.predict(img, i) for img, i in zip(images, ids)),
+                                    return_exceptions=return_exceptions)
+
+    async def close(self) -> None:
+        """Unregister and destroy shared memory (if any), close the channels. Idempotent."""
+        try:
+            if self._shm is not None:
+                await asyncio.to_thread(self._shm.close)
+        finally:
+            clients, self._clients = self._clients, []
+            for client in clients:
+                await client.close()

@@ -1,0 +1,239 @@
+r"""Batch inference: every image in the inputs through a served model, results written to a folder.
+
+    python -m clients infer --url 127.0.0.1:8001 --model seg_unet photos/ extra.jpg --out out/
+    python -m clients infer --url HOST:PORT --model NAME INPUT... --out DIR \
+        [--concurrency N] [--shm] [--overlay] [--recursive]
+
+Files are taken as given; folders contribute their images (with --recursive, sub-folders too,
+mirrored under --out). Per image it writes what clients.outputs describes. Progress goes to
+stderr; at the end a summary and DIR/failed.json (every input that failed, with its reason).
+Exit status: 0 all written, 1 some failed (the good ones are still written), 2 nothing could
+run (no inputs, server unreachable, model missing or not a pixelport model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from .aio import AsyncDenseClient
+from .contract import ContractError
+from .client import InferenceError
+from .images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageError, load_image
+from .outputs import write_prediction
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InferSettings:
+    """What one `infer` run does; the CLI builds it from its flags."""
+
+    urls: list[str]
+    model: str
+    inputs: list[Path]
+    out: Path
+    version: str = ""
+    concurrency: int = 4
+    use_shm: bool = False
+    overlay: bool = False
+    recursive: bool = False
+    timeout_s: float = 60.0
+    # 12 retries at 0.25 s doubling to 8 s: up to about a minute of waiting for a server that
+    # restarts, before an image is reported failed.
+    retries: int = 12
+    backoff_s: float = 0.25
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_side: Optional[int] = None
+
+
+@dataclass
+class InferReport:
+    written: dict[str, list[str]] = field(default_factory=dict)  # input -> files written
+    failed: dict[str, str] = field(default_factory=dict)  # input -> reason
+    seconds: float = 0.0
+
+    @property
+    def images_per_s(self) -> float:
+        return len(self.written) / self.seconds if self.seconds > 0 else 0.0
+
+
+def plan_outputs(inputs: list[Path], out: Path, recursive: bool) -> list[tuple[Path, Path]]:
+    """(input file, output stem) pairs. Files keep their stem; images found in a folder keep
+    their path relative to it. Clashing stems (a.jpg and a.png) get a _2, _3 ... suffix."""
+    pairs: list[tuple[Path, Path]] = []
+    for item in inputs:
+        if item.is_dir():
+            pattern = "**/*" if recursive else "*"
+            found = sorted(p for p in item.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            pairs.extend((p, out / p.relative_to(item).with_suffix("")) for p in found)
+        else:
+            pairs.append((item, out / item.stem))
+    used: set[Path] = set()
+    seen: set[Path] = set()
+    unique = []
+    for path, stem in pairs:
+        if path.resolve() in seen:  # named twice (a file and its folder): process it once
+            continue
+        seen.add(path.resolve())
+        candidate, n = stem, 1
+        while candidate in used:
+            n += 1
+            candidate = stem.with_name(f"{stem.name}_{n}")
+        used.add(candidate)
+        unique.append((path, candidate))
+    return unique
+
+
+class _Progress:
+    """tqdm when installed; otherwise one self-overwriting line on a terminal, quiet elsewhere."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.count, self.failed = total, 0, 0
+        self.started = time.monotonic()
+        self._last = 0.0
+        try:
+            from tqdm import tqdm  # optional nicety, not a dependency
+            self._bar = tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True)
+        except ImportError:
+            self._bar = None
+
+    def update(self, ok: bool) -> None:
+        self.count += 1
+        self.failed += not ok
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(failed=self.failed, refresh=False)
+            return
+        now = time.monotonic()
+        if sys.stderr.isatty() and (now - self._last > 0.2 or self.count == self.total):
+            self._last = now
+            rate = self.count / max(now - self.started, 1e-9)
+            sys.stderr.write(f"\r{self.count}/{self.total} images, {self.failed} failed, {rate:.1f} img/s")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        elif sys.stderr.isatty():
+            sys.stderr.write("\n")
+
+
+async def _infer_all(settings: InferSettings, jobs: list[tuple[Path, Path]], report: InferReport) -> None:
+    progress = _Progress(len(jobs))
+    client = AsyncDenseClient(settings.urls, settings.model, settings.version, concurrency=settings.concurrency,
+                              timeout_s=settings.timeout_s, retries=settings.retries, backoff_s=settings.backoff_s,
+                              use_shm=settings.use_shm, max_side=settings.max_side)
+    queue: asyncio.Queue = asyncio.Queue()
+    for job in jobs:
+        queue.put_nowait(job)
+
+    async def worker() -> None:
+        while not queue.empty():
+            path, stem = queue.get_nowait()
+            try:
+                image = await asyncio.to_thread(load_image, path, settings.max_pixels)
+                pred = await client.predict(image, str(path))
+                files = await asyncio.to_thread(write_prediction, pred, client.contract, stem, image, settings.overlay)
+                report.written[str(path)] = [str(f) for f in files]
+            except (ImageError, InferenceError, ValueError, OSError) as exc:
+                report.failed[str(path)] = _reason(path, exc)
+            except Exception as exc:  # the CLI edge: one image's surprise never stops the run
+                log.exception("unexpected failure on %s", path)
+                report.failed[str(path)] = f"{type(exc).__name__}: {_reason(path, exc)}"
+            progress.update(str(path) in report.written)
+
+    try:
+        await client.connect()
+        # Twice the request bound: while some workers decode or write, others keep requests in flight.
+        await asyncio.gather(*(worker() for _ in range(2 * settings.concurrency)))
+    finally:
+        progress.close()
+        await client.close()
+
+
+def _reason(path: Path, exc: BaseException) -> str:
+    """The error without a leading copy of the file name (the report is keyed by it)."""
+    text = str(exc)
+    return text[len(f"{path}: "):] if text.startswith(f"{path}: ") else text
+
+
+def run_infer(settings: InferSettings) -> InferReport:
+    """Run the whole batch; raises (InferenceError, ContractError) only when nothing can run."""
+    jobs = plan_outputs(settings.inputs, settings.out, settings.recursive)
+    if not jobs:
+        raise ValueError(f"no images found in {[str(p) for p in settings.inputs]} "
+                         f"(extensions {', '.join(IMAGE_EXTENSIONS)}; use --recursive for sub-folders)")
+    settings.out.mkdir(parents=True, exist_ok=True)
+    report = InferReport()
+    started = time.monotonic()
+    try:
+        asyncio.run(_infer_all(settings, jobs, report))
+    except (InferenceError, ContractError) as exc:
+        # Nothing could be sent: every input not yet accounted for fails with that reason.
+        for path, _ in jobs:
+            if str(path) not in report.written:
+                report.failed.setdefault(str(path), f"not processed: {exc}")
+        raise
+    finally:
+        report.seconds = time.monotonic() - started
+        _write_failed(settings.out, report)
+    return report
+
+
+def _write_failed(out: Path, report: InferReport) -> None:
+    entries = [{"input": path, "error": reason} for path, reason in sorted(report.failed.items())]
+    (out / "failed.json").write_text(json.dumps(entries, indent=2) + "\n", encoding="utf-8")
+
+
+def _summary(report: InferReport, out: Path) -> str:
+    lines = [f"done {len(report.written)}, failed {len(report.failed)} in {report.seconds:.1f} s "
+             f"({report.images_per_s:.2f} images/s); outputs in {out}"]
+    lines += [f"  FAILED {path}: {reason}" for path, reason in sorted(report.failed.items())]
+    if report.failed:
+        lines.append(f"  (listed in {out / 'failed.json'})")
+    return "\n".join(lines)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("infer", help="run a served model over images and write the results",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files and/or folders")
+    p.add_argument("--url", action="append", required=True,
+                   help="Triton gRPC HOST:PORT; repeat (or comma-separate) to round-robin over servers")
+    p.add_argument("--model", required=True, help="served model name")
+    p.add_argument("--version", default="", help="model version (default: the server's choice)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
+    p.add_argument("--shm", action="store_true", help="pass tensors through system shared memory (local server)")
+    p.add_argument("--overlay", action="store_true", help="segmentation: also write a colour overlay")
+    p.add_argument("--recursive", action="store_true", help="descend into sub-folders")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
+    p.add_argument("--retries", type=int, default=12, help="retries per request while a server is unavailable")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
+    p.add_argument("--max-side", type=int, default=None, help="stride-mode models: shrink longer sides above this")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.concurrency < 1:
+        print("error: --concurrency must be >= 1", file=sys.stderr)
+        return 2
+    settings = InferSettings(urls=args.url, model=args.model, inputs=args.inputs, out=args.out,
+                             version=args.version, concurrency=args.concurrency, use_shm=args.shm,
+                             overlay=args.overlay, recursive=args.recursive, timeout_s=args.timeout,
+                             retries=args.retries, max_pixels=args.max_pixels, max_side=args.max_side)
+    try:
+        report = run_infer(settings)
+    except (InferenceError, ContractError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(_summary(report, settings.out))
+    return 1 if report.failed else 0

@@ -1,0 +1,321 @@
+"""The clients against a real Triton serving the zoo: parity with the in-process pipeline, async
+routing, shared memory (identical results, nothing left behind), errors, the infer CLI, the
+one-screen example, and a server restart in the middle of a run."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from PIL import Image
+
+import clients
+from clients import AsyncDenseClient, DenseClient, ModelNotFoundError
+from clients.cli_infer import InferSettings, run_infer
+from clients.client import batch_plan
+from clients.contract import ONNX_FILE, read_config_file
+from clients.pipeline import postprocess, preprocess
+from clients.shm import region_prefix
+from clientkit import unused_port
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(clients.__file__).resolve().parents[1]
+MODELS = ["seg_unet", "depth_unet", "matting_unet"]
+ODD_SIZES = [(37, 91), (101, 33), (64, 64), (1, 1), (250, 190), (2, 300)]
+
+
+def images(sizes=ODD_SIZES, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8) for h, w in sizes]
+
+
+class Reference:
+    """The in-process pipeline: same letterbox -> onnxruntime on the served ONNX file -> same inverse."""
+
+    def __init__(self, repository: Path, model: str) -> None:
+        import onnxruntime as ort
+
+        from clients.client import contract_from_config
+
+        model_dir = repository / model
+        version = max(int(p.name) for p in model_dir.iterdir() if p.name.isdigit())
+        self.contract = contract_from_config(read_config_file(str(model_dir / "config.pbtxt")), model)
+        self.session = ort.InferenceSession(str(model_dir / str(version) / ONNX_FILE), providers=["CPUExecutionProvider"])
+        self.names = [name for name, _, _ in self.contract.output_specs()]
+
+    def predict_batch(self, images):
+        """The same request plan as the client (float sums depend on the batch composition)."""
+        preds = []
+        for group in batch_plan(len(images), self.contract):
+            batch, transforms = preprocess([images[i] for i in group], self.contract)
+            outputs = dict(zip(self.names, self.session.run(self.names, {"image": batch})))
+            preds += postprocess(outputs, transforms, self.contract)
+        return preds
+
+    def predict(self, image):
+        return self.predict_batch([image])[0]
+
+
+def assert_same(a, b):
+    for field in ("labels", "confidence", "logits", "depth", "alpha"):
+        x, y = getattr(a, field), getattr(b, field)
+        assert (x is None) == (y is None), field
+        if x is not None:
+            assert x.shape == y.shape and x.dtype == y.dtype, field
+            assert np.array_equal(x, y), f"{field} differs at {np.argwhere(x != y)[:5].tolist()}"
+
+
+def assert_close(a, b):
+    """Same image's result, up to float rounding: Triton's dynamic batcher may run concurrent
+    requests as one batch, and onnxruntime's float sums differ in the last bits across batch sizes
+    (a result routed to the wrong request differs in size and content, not in the 6th digit)."""
+    assert a.shape == b.shape
+    if a.labels is not None:  # an argmax near a tie may flip with those last bits
+        assert np.mean(a.labels == b.labels) >= 0.999
+    for field in ("depth", "alpha", "confidence"):
+        x, y = getattr(a, field), getattr(b, field)
+        if x is not None:
+            np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5, err_msg=field)
+
+
+def my_shm_files() -> list[str]:
+    return [f for f in os.listdir("/dev/shm") if f.startswith(region_prefix())]
+
+
+def server_regions(url: str) -> list[str]:
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        return [n for n in client.get_system_shared_memory_status(as_json=True).get("regions", {})
+                if n.startswith(region_prefix())]
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_predict_equals_in_process_pipeline(triton_server, zoo_repository, model):
+    ref = Reference(zoo_repository, model)
+    with DenseClient(triton_server.grpc_url, model) as client:
+        assert client.contract.task == ref.contract.task
+        for i, img in enumerate(images()):
+            pred = client.predict(img, f"odd {img.shape}")
+            assert pred.shape == img.shape[:2]
+            assert_same(pred, ref.predict(img))
+        if model == "seg_unet":  # batched requests (4 + 2 images) too
+            for got, want in zip(client.predict_batch(images(seed=1)), ref.predict_batch(images(seed=1))):
+                assert_same(got, want)
+
+
+def test_async_concurrency_8_returns_each_result_to_its_request(triton_server, zoo_repository):
+    sizes = [(20 + 7 * i, 150 - 5 * i) for i in range(24)]  # every image its own size and content
+    imgs = images(sizes, seed=2)
+    ref = Reference(zoo_repository, "depth_unet")
+
+    async def run():
+        async with AsyncDenseClient(triton_server.grpc_url, "depth_unet", concurrency=8) as client:
+            preds = await client.predict_many(imgs, [f"img{i}" for i in range(len(imgs))])
+            mixed = await client.predict_many([imgs[0], np.zeros((4, 4), np.float32)], ["good", "bad"],
+                                              return_exceptions=True)
+            return preds, client.peak_in_flight, mixed
+
+    preds, peak, mixed = asyncio.run(run())
+    assert 1 < peak <= 8
+    assert_close(mixed[0], preds[0])  # one bad image does not stop the others
+    assert isinstance(mixed[1], ValueError) and "bad: got float32" in str(mixed[1])
+    for img, pred in zip(imgs, preds):
+        assert_close(pred, ref.predict(img))
+
+
+def test_shared_memory_matches_wire_and_leaves_nothing_behind(triton_server):
+    url, imgs = triton_server.grpc_url, images()
+    with DenseClient(url, "seg_unet") as wire:
+        expected = [wire.predict(img) for img in imgs]
+        expected_batch = wire.predict_batch(imgs)
+    with DenseClient(url, "seg_unet", use_shm=True) as client:
+        assert_same(client.predict(imgs[0]), expected[0])
+        names = client.shm_region_names
+        assert names and set(names) <= set(server_regions(url))  # registered with the server
+        for img, want in zip(imgs, expected):
+            assert_same(client.predict(img), want)
+        for got, want in zip(client.predict_batch(imgs), expected_batch):  # full max_batch_size requests
+            assert_same(got, want)
+        assert client.shm_region_names == names  # created once, sized for the largest request, reused
+        assert set(my_shm_files()) == set(names)
+    assert my_shm_files() == [] and server_regions(url) == []
+
+    async def run():
+        async with AsyncDenseClient(url, "seg_unet", concurrency=4, use_shm=True) as client:
+            return await client.predict_many(imgs)
+
+    for got, want in zip(asyncio.run(run()), expected):
+        assert_close(got, want)  # concurrent: the server may batch them
+    assert my_shm_files() == [] and server_regions(url) == []
+
+
+def test_shared_memory_is_released_on_error_and_on_garbage_collection(triton_server):
+    url = triton_server.grpc_url
+    with pytest.raises(ValueError, match="expected uint8 RGB"):
+        with DenseClient(url, "seg_unet", use_shm=True) as client:
+            client.predict(images()[0])
+            assert my_shm_files()
+            client.predict(np.zeros((8, 8, 3), np.float32))
+    assert my_shm_files() == [] and server_regions(url) == []
+
+    client = DenseClient(url, "seg_unet", use_shm=True)
+    client.predict(images()[0])
+    assert my_shm_files()
+    del client
+    gc.collect()
+    assert my_shm_files() == [] and server_regions(url) == []
+
+
+def test_clear_errors_for_missing_model_and_bad_images(triton_server):
+    with pytest.raises(ModelNotFoundError, match=r"'no_such_model'.*served and ready: \[.*'seg_unet'"):
+        DenseClient(triton_server.grpc_url, "no_such_model")
+    with DenseClient(triton_server.grpc_url, "seg_unet") as client:
+        for bad in (np.zeros((8, 8, 4), np.uint8), np.zeros((8, 8, 3), np.uint16)):
+            with pytest.raises(ValueError, match="cat.png: got .* expected uint8 RGB"):
+                client.predict(bad, "cat.png")
+
+
+def test_round_robin_over_urls_survives_a_dead_one(triton_server):
+    dead = unused_port()
+    img = images()[0]
+    with DenseClient(triton_server.grpc_url, "seg_unet") as single:
+        want = single.predict(img)
+    with DenseClient([f"127.0.0.1:{dead}", triton_server.grpc_url], "seg_unet", backoff_s=0.01) as client:
+        for _ in range(4):  # half the requests go to the dead server first and fail over
+            assert_same(client.predict(img), want)
+
+
+def write_mixed_folder(folder: Path) -> dict[str, str]:
+    """Good and bad files a user might have; returns name -> 'ok' | 'bad'."""
+    folder.mkdir(parents=True)
+    rgb = images([(45, 70)], seed=3)[0]
+    Image.fromarray(rgb).save(folder / "photo.jpg", quality=95)
+    Image.fromarray(rgb[..., 0]).save(folder / "gray.png")
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 9, np.uint8)]), "RGBA").save(folder / "rgba.png")
+    Image.fromarray(rgb[..., 1].astype(np.uint16) * 256).save(folder / "deep16.png")
+    (folder / "empty.png").write_bytes(b"")
+    jpeg = (folder / "photo.jpg").read_bytes()
+    (folder / "corrupt.jpg").write_bytes(jpeg[: len(jpeg) // 3])
+    (folder / "notes.txt").write_text("not an image, not picked up from a folder")
+    return {"photo": "ok", "gray": "ok", "rgba": "ok", "deep16": "ok", "empty": "bad", "corrupt": "bad"}
+
+
+def run_cli(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "clients", *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_infer_cli_writes_good_images_and_lists_bad_ones(triton_server, tmp_path):
+    expect = write_mixed_folder(tmp_path / "in")
+    out = tmp_path / "out"
+    result = run_cli("infer", "--url", triton_server.grpc_url, "--model", "seg_unet", str(tmp_path / "in"),
+                     "--out", str(out), "--concurrency", "3", "--overlay")
+    assert result.returncode == 1, result.stderr
+    for stem, state in expect.items():
+        written = (out / f"{stem}.png").exists() and (out / f"{stem}_overlay.png").exists()
+        assert written == (state == "ok"), stem
+    labels = cv2.imread(str(out / "gray.png"), cv2.IMREAD_UNCHANGED)
+    assert labels.shape == (45, 70) and labels.dtype == np.uint8
+    failed = {Path(f["input"]).name: f["error"] for f in json.loads((out / "failed.json").read_text())}
+    assert set(failed) == {"empty.png", "corrupt.jpg"}
+    assert "empty file" in failed["empty.png"] and "corrupt" in failed["corrupt.jpg"]
+    assert "done 4, failed 2" in result.stdout and "images/s" in result.stdout
+
+
+def test_infer_cli_depth_and_matting_outputs(triton_server, tmp_path):
+    Image.fromarray(images([(50, 80)])[0]).save(tmp_path / "a.png")
+    for model, files in (("depth_unet", ["a.png", "a_preview.png"]), ("matting_unet", ["a.png"])):
+        out = tmp_path / model
+        result = run_cli("infer", "--url", triton_server.grpc_url, "--model", model, str(tmp_path / "a.png"),
+                         "--out", str(out), "--shm")
+        assert result.returncode == 0, result.stderr
+        assert sorted(p.name for p in out.iterdir()) == sorted(files + ["failed.json"])
+        main = cv2.imread(str(out / "a.png"), cv2.IMREAD_UNCHANGED)
+        assert main.shape == (50, 80) and main.dtype == (np.uint16 if model == "depth_unet" else np.uint8)
+    assert my_shm_files() == []
+
+
+def test_infer_cli_exit_2_when_model_missing(triton_server, tmp_path):
+    Image.fromarray(images([(10, 10)])[0]).save(tmp_path / "a.png")
+    result = run_cli("infer", "--url", triton_server.grpc_url, "--model", "nope", str(tmp_path / "a.png"),
+                     "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "not served" in result.stderr
+
+
+def test_segment_one_example(triton_server, zoo_repository, tmp_path):
+    img = images([(77, 123)], seed=4)[0]
+    Image.fromarray(img).save(tmp_path / "img.png")
+    expected = Reference(zoo_repository, "seg_unet").predict(img).labels
+    cv2.imwrite(str(tmp_path / "good.png"), expected)
+    cv2.imwrite(str(tmp_path / "bad.png"), (expected + 1) % 255)
+    example = REPO_ROOT / "clients" / "examples" / "segment_one.py"
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    for name, rc in (("good.png", 0), ("bad.png", 1)):
+        result = subprocess.run([sys.executable, str(example), "--url", triton_server.grpc_url, "--model", "seg_unet",
+                                 str(tmp_path / "img.png"), str(tmp_path / name)],
+                                capture_output=True, text=True, timeout=120, env=env)
+        assert result.returncode == rc, result.stderr
+        assert ("PASS" in result.stdout) == (rc == 0)
+    assert len(example.read_text().splitlines()) <= 40  # fits on one screen
+
+
+@pytest.mark.slow
+def test_server_restart_mid_infer_loses_no_image(zoo_repository, server_settings_factory, tmp_path):
+    from serving import start_server
+
+    repository = tmp_path / "repo"  # one model only: a quicker restart
+    shutil.copytree(zoo_repository / "seg_unet", repository / "seg_unet")
+    settings = server_settings_factory(repository)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    total = 120  # enough that the run is still going when the server stops
+    for i, img in enumerate(images([(40 + i % 50, 90 - i % 40) for i in range(total)], seed=5)):
+        Image.fromarray(img).save(inputs / f"{i:03d}.png")
+    out = tmp_path / "out"
+    server = start_server(settings)
+    box = {}
+
+    def run():
+        try:
+            box["report"] = run_infer(InferSettings(urls=[server.grpc_url], model="seg_unet", inputs=[inputs], out=out,
+                                                    concurrency=2, retries=12, backoff_s=0.25))
+        except Exception as exc:  # surfaced by the asserts below
+            box["error"] = exc
+
+    worker = threading.Thread(target=run)
+    try:
+        worker.start()
+        deadline = time.monotonic() + 60
+        while len(list(out.glob("*.png"))) < 3 and time.monotonic() < deadline and worker.is_alive():
+            time.sleep(0.02)
+        written_before_stop = len(list(out.glob("*.png")))
+        server.stop()  # mid-run: some requests in flight, the rest still queued
+        time.sleep(1.0)
+        # Restarted from this (main) thread, on the same ports: the client reconnects on its own.
+        server = start_server(settings)
+        worker.join(timeout=180)
+        assert not worker.is_alive(), "infer did not finish"
+    finally:
+        server.stop()
+        worker.join(timeout=5)
+    assert "error" not in box, box.get("error")
+    assert 3 <= written_before_stop < total, "the server must stop in the middle of the run"
+    report = box["report"]
+    assert report.failed == {}
+    assert len(report.written) == total and all((out / f"{i:03d}.png").exists() for i in range(total))
+    assert json.loads((out / "failed.json").read_text()) == []
