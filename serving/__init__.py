@@ -6,8 +6,8 @@ ready; `python -m serving start|status|stop|reload` is the command-line face of 
 
 from .errors import ServingError
 from .launcher import TritonServer, start_server
-from .settings import ServerSettings
+from .settings import ServerSettings, free_ports
 from .stats import ModelStatus, collect_status, format_status
 
 __all__ = ["ModelStatus", "ServerSettings", "ServingError", "TritonServer", "collect_status", "format_status",
-           "start_server"]
+           "free_ports", "start_server"]

@@ -6,12 +6,30 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 MODES = ("auto", "embedded", "external")
+
+
+def free_ports(count: int = 3, host: str = "127.0.0.1") -> list[int]:
+    """Ports the kernel says are free right now (all bound at once, so they differ).
+
+    For servers a tool starts for itself (tests, benchmarks); a tiny race with other processes
+    remains, which start_server reports as a port in use."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((host, 0))
+            sockets.append(sock)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def default_state_dir() -> Path:

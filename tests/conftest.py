@@ -7,7 +7,6 @@ and exports them; `triton_server` serves that repository with one embedded Trito
 from __future__ import annotations
 
 import importlib
-import socket
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,20 +16,6 @@ import pytest
 ZOO_MODELS = {"seg_unet": "segmentation", "depth_unet": "depth", "matting_unet": "matting"}
 ZOO_SIZE = 64
 ZOO_WIDTH = 8
-
-
-def free_ports(count: int = 3) -> list[int]:
-    """Ports the kernel says are free right now (all bound at once, so they differ)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _planned(module: str, name: str) -> Any:
@@ -48,7 +33,7 @@ def _planned(module: str, name: str) -> Any:
 @pytest.fixture(scope="session")
 def server_settings_factory(tmp_path_factory) -> Callable[..., Any]:
     """make(repository, **overrides) -> ServerSettings on free ports with its own state directory."""
-    from serving import ServerSettings
+    from serving import ServerSettings, free_ports
 
     def make(repository: Path, **overrides: Any) -> ServerSettings:
         http, grpc, metrics = free_ports(3)

@@ -1,0 +1,32 @@
+"""pixelport benchmarks (benchmarks are not tests: nothing here asserts on timings).
+
+    python -m benchmarks latency --url 127.0.0.1:8001 --model NAME --concurrency 1,2,4,8 --out DIR
+    python -m benchmarks compare --checkpoint CKPT --image-size 512x512 --batch 1,4 --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="verb", required=True)
+    from . import cli_compare, cli_latency
+
+    cli_latency.add_parser(sub)
+    cli_compare.add_parser(sub)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except (ValueError, RuntimeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

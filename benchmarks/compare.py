@@ -1,0 +1,315 @@
+"""Variant comparison in one run: PyTorch eager, onnxruntime in-process, Triton over gRPC and over
+shared memory, uint8 vs float32 input, labels vs logits output, with each variant's accuracy.
+
+Variants are timed interleaved (round-robin over several rounds) so machine drift hits all of
+them alike; the report gives medians and ratios against onnxruntime in-process at the same batch.
+All variants get the same network-size tensors, so the comparison isolates what serving costs;
+client preprocessing is measured by `benchmarks latency`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from clients.contract import ModelContract, read_config_file
+
+from .latency import LatencySettings, TensorSource, run_level
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CompareSettings:
+    out: str
+    checkpoint: Optional[str] = None
+    model_dir: Optional[str] = None
+    image_size: tuple[int, int] = (512, 512)
+    batches: tuple[int, ...] = (1, 4)
+    rounds: int = 5
+    iters: int = 3  # timed calls per variant and batch in each round
+    precisions: tuple[str, ...] = ("fp16", "int8")  # extra onnxruntime variants (need --checkpoint)
+    concurrency: tuple[int, ...] = (1, 2, 4, 8)  # throughput sweep over gRPC
+    window_s: float = 2.0
+    windows: int = 4
+    data: Optional[str] = None  # synthetic dataset for accuracy (val split) and int8 calibration
+    eval_images: int = 16
+    threads: int = 0  # in-process intra-op threads (0 = library default, as served)
+
+    def __post_init__(self) -> None:
+        if bool(self.checkpoint) == bool(self.model_dir):
+            raise ValueError("give exactly one of --checkpoint CKPT or --model-dir DIR")
+        if min(self.batches) < 1 or self.rounds < 1 or self.iters < 1:
+            raise ValueError("--batch values, --rounds and --iters must be >= 1")
+
+
+@dataclass
+class Variant:
+    name: str
+    kind: str  # "torch" | "onnxruntime" | "triton"
+    run: Callable[[np.ndarray], dict]
+    input_dtype: str  # "uint8" (NHWC) | "float32" (NCHW, normalised)
+    notes: str = ""
+    times_ms: dict[int, list[float]] = field(default_factory=dict)  # batch -> per-call latency
+    accuracy: dict = field(default_factory=dict)
+
+
+# name, served input, served output, precision: the models compare publishes from a checkpoint.
+SERVED_FORMS = {
+    "u8_labels": ("uint8", "labels", "fp32"),
+    "f32_labels": ("float", "labels", "fp32"),
+    "u8_logits": ("uint8", "logits", "fp32"),
+}
+
+
+def publish_variants(s: CompareSettings, repository: Path) -> dict[str, Path]:
+    """Export the served forms (and fp16/int8) of the checkpoint; with --model-dir, link it."""
+    if s.model_dir:
+        src = Path(s.model_dir).resolve()
+        if not (src / "config.pbtxt").is_file():
+            raise FileNotFoundError(f"{src} has no config.pbtxt; --model-dir must be <repository>/<model>")
+        name = read_config_file(str(src / "config.pbtxt")).name
+        shutil.copytree(src, repository / name, symlinks=True)
+        return {"u8_labels": repository / name}
+    from export import ExportSettings, export_model
+    from models.checkpoint import read_checkpoint
+
+    arch = read_checkpoint(s.checkpoint)[1].get("arch")
+    if not arch:
+        raise ValueError(f"checkpoint {s.checkpoint!r} has no meta.arch; export it and use --model-dir")
+    forms = dict(SERVED_FORMS)
+    for precision in s.precisions:
+        forms[f"u8_labels_{precision}"] = ("uint8", "labels", precision)
+    dirs = {}
+    for name, (inp, out, precision) in forms.items():
+        calibration = None
+        if precision == "int8":
+            if not s.data:
+                log.info("skipping int8: it needs --data for calibration images")
+                continue
+            calibration = os.path.join(s.data, "images", "train")
+        settings = ExportSettings(name=f"cmp_{name}", repository=str(repository), arch=arch, checkpoint=s.checkpoint,
+                                  input=inp, output=out, fp16=precision == "fp16", int8=precision == "int8",
+                                  calibration=calibration, version=1, force=True)
+        log.info("exporting %s", settings.name)
+        dirs[name] = Path(export_model(settings).model_dir)
+    return dirs
+
+
+def make_variants(s: CompareSettings, dirs: dict[str, Path], url: str) -> tuple[list[Variant], list]:
+    from clients.client import DenseClient
+    from clients.predictors import OnnxPredictor, TorchPredictor
+
+    closers: list = []
+    variants: list[Variant] = []
+    base = dirs["u8_labels"]
+    if s.checkpoint:
+        torch_pred = TorchPredictor(s.checkpoint, threads=s.threads)
+        variants.append(Variant("pytorch eager", "torch", torch_pred.run, "uint8"))
+    for key, path in dirs.items():
+        if key.startswith("u8_labels"):
+            pred = OnnxPredictor(str(path), threads=s.threads)
+            label = "onnxruntime " + (key.split("_")[-1] if key != "u8_labels" else "fp32")
+            variants.append(Variant(label, "onnxruntime", pred.run, "uint8"))
+    base_name = read_config_file(str(base / "config.pbtxt")).name
+    for label, key, shm in (("triton grpc", "u8_labels", False), ("triton shm", "u8_labels", True),
+                            ("triton grpc f32 in", "f32_labels", False), ("triton grpc logits out", "u8_logits", False)):
+        if key not in dirs:
+            continue
+        name = base_name if key == "u8_labels" else read_config_file(str(dirs[key] / "config.pbtxt")).name
+        client = DenseClient(url, name, use_shm=shm, retries=0)
+        closers.append(client)
+        variants.append(Variant(label, "triton", client.infer_tensors, client.contract.input_dtype))
+    return variants, closers
+
+
+def make_batch(variant: Variant, contract: ModelContract, batch: int, hw: tuple[int, int], seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (batch, hw[0], hw[1], 3), dtype=np.uint8)  # (B, H, W, 3)
+    if variant.input_dtype == "uint8":
+        return images
+    mean = np.asarray(contract.mean, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(contract.std, np.float32).reshape(1, 3, 1, 1)
+    return ((images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
+
+
+def time_interleaved(s: CompareSettings, variants: list[Variant], contract: ModelContract) -> None:
+    inputs = {(v.name, b): make_batch(v, contract, b, s.image_size) for v in variants for b in s.batches}
+    for v in variants:  # warm-up: first calls pay for allocation, graph optimisation, channel setup
+        for b in s.batches:
+            v.run(inputs[(v.name, b)])
+    for r in range(s.rounds):
+        order = variants[r % len(variants):] + variants[:r % len(variants)]  # rotate who goes first
+        for v in order:
+            for b in s.batches:
+                x = inputs[(v.name, b)]
+                for _ in range(s.iters):
+                    t0 = time.perf_counter()
+                    v.run(x)
+                    v.times_ms.setdefault(b, []).append((time.perf_counter() - t0) * 1e3)
+        log.info("round %d/%d done", r + 1, s.rounds)
+
+
+def inprocess_throughput(run: Callable, contract: ModelContract, hw: tuple[int, int], batches=(1, 2, 4, 8),
+                         calls: int = 3) -> dict[int, float]:
+    """Images/s of the in-process onnxruntime session at each batch size (median of `calls`)."""
+    out = {}
+    for b in batches:
+        x = make_batch(Variant("", "", run, "uint8"), contract, b, hw)
+        run(x)
+        times = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            run(x)
+            times.append(time.perf_counter() - t0)
+        out[b] = b / statistics.median(times)
+    return out
+
+
+def served_throughput(s: CompareSettings, url: str, model: str) -> list[dict]:
+    from clients.client import DenseClient
+
+    settings = LatencySettings(url=url, model=model, concurrency=s.concurrency, window_s=s.window_s,
+                               windows=s.windows, warmup_s=min(1.0, s.window_s))
+    probe = DenseClient(url, model, retries=0)
+    source = TensorSource(make_batch(Variant("", "", None, "uint8"), probe.contract, 1, s.image_size))
+    stats = probe._clients[0]
+    made: list = []
+
+    def make_infer():
+        client = DenseClient(url, model, retries=0)
+        made.append(client)
+        return client.infer_tensors
+
+    levels = []
+    try:
+        for c in s.concurrency:
+            levels.append(asdict(run_level(settings, c, make_infer, source, stats)))
+            log.info("throughput at concurrency %d: %.2f images/s", c, levels[-1]["throughput"])
+    finally:
+        for client in made:
+            client.close()
+        probe.close()
+    return levels
+
+
+def accuracy(s: CompareSettings, variants_spec: list[tuple[str, object]]) -> dict[str, dict]:
+    """mIoU (segmentation) or abs_rel (depth) of each variant on the first val images."""
+    from clients.evaluate import EvalSettings, evaluate
+
+    results = {}
+    for name, predictor in variants_spec:
+        report = evaluate(predictor, EvalSettings(data=s.data, split="val", limit=s.eval_images))
+        m = report["metrics"]
+        keep = {k: m[k] for k in ("mIoU", "aAcc", "mAcc", "abs_rel", "delta1", "sad", "mse") if k in m}
+        keep["num_images"], keep["num_failed"] = report["num_images"], report["num_failed"]
+        results[name] = keep
+    return results
+
+
+def summarise(variants: list[Variant], batches: tuple[int, ...]) -> list[dict]:
+    ref = next((v for v in variants if v.name == "onnxruntime fp32"), None)
+    rows = []
+    for v in variants:
+        for b in batches:
+            med = statistics.median(v.times_ms[b])
+            ref_med = statistics.median(ref.times_ms[b]) if ref else float("nan")
+            rows.append({"variant": v.name, "kind": v.kind, "batch": b, "p50_ms": med,
+                         "p90_ms": float(np.percentile(v.times_ms[b], 90)), "images_per_s": b / med * 1e3,
+                         "vs_onnxruntime": med / ref_med, "calls": len(v.times_ms[b]), **v.accuracy})
+    return rows
+
+
+def compare(s: CompareSettings) -> dict:
+    from serving import ServerSettings, free_ports, start_server
+
+    work = Path(tempfile.mkdtemp(prefix="pixelport-compare-"))
+    repository = work / "repository"
+    repository.mkdir()
+    closers: list = []
+    try:
+        t0 = time.perf_counter()
+        dirs = publish_variants(s, repository)
+        export_s = time.perf_counter() - t0
+        contract = ModelContract.from_model_config(read_config_file(str(dirs["u8_labels"] / "config.pbtxt")))
+        http, grpc, metrics = free_ports(3)
+        with start_server(ServerSettings(repository=str(repository), grpc_port=grpc, http_port=http,
+                                         metrics_port=metrics, state_dir=work / "state",
+                                         log_file=str(work / "triton.log"))) as server:
+            variants, closers = make_variants(s, dirs, server.grpc_url)
+            time_interleaved(s, variants, contract)
+            ort = next(v for v in variants if v.name == "onnxruntime fp32")
+            best_batch = inprocess_throughput(ort.run, contract, s.image_size)
+            levels = served_throughput(s, server.grpc_url, contract.name)
+            acc = accuracy_of_variants(s, variants, dirs, server.grpc_url) if s.data else {}
+        for v in variants:
+            v.accuracy = acc.get(v.name, {})
+        rows = summarise(variants, s.batches)
+        return build_result(s, rows, best_batch, levels, export_s, contract)
+    finally:
+        for c in closers:
+            c.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def accuracy_of_variants(s: CompareSettings, variants: list[Variant], dirs: dict[str, Path], url: str) -> dict:
+    from clients.predictors import OnnxPredictor, TorchPredictor, TritonPredictor
+
+    spec: list[tuple[str, object]] = []
+    if s.checkpoint:
+        spec.append(("pytorch eager", TorchPredictor(s.checkpoint, contract=OnnxPredictor(str(dirs["u8_labels"])).contract)))
+    for v in variants:
+        if v.kind == "onnxruntime":
+            key = "u8_labels" if v.name.endswith("fp32") else f"u8_labels_{v.name.split()[-1]}"
+            spec.append((v.name, OnnxPredictor(str(dirs[key]))))
+    forms = {"triton grpc": ("u8_labels", False), "triton shm": ("u8_labels", True),
+             "triton grpc f32 in": ("f32_labels", False), "triton grpc logits out": ("u8_logits", False)}
+    for v in variants:
+        if v.name in forms:
+            key, shm = forms[v.name]
+            name = read_config_file(str(dirs[key] / "config.pbtxt")).name
+            spec.append((v.name, TritonPredictor(url, name, use_shm=shm)))
+    try:
+        return accuracy(s, spec)
+    finally:
+        for _, p in spec:
+            p.close()
+
+
+def build_result(s: CompareSettings, rows: list[dict], best_batch: dict[int, float], levels: list[dict],
+                 export_s: float, contract: ModelContract) -> dict:
+    def p50(name: str, batch: int) -> float:
+        return next((r["p50_ms"] for r in rows if r["variant"] == name and r["batch"] == batch), float("nan"))
+
+    b1 = s.batches[0]
+    best_served = max(levels, key=lambda lv: lv["throughput"]) if levels else None
+    best_b = max(best_batch, key=best_batch.get)
+    ratios = {
+        "served_grpc_over_onnxruntime_p50": p50("triton grpc", b1) / p50("onnxruntime fp32", b1),
+        "served_shm_over_onnxruntime_p50": p50("triton shm", b1) / p50("onnxruntime fp32", b1),
+        "served_best_throughput_over_onnxruntime_best_batch":
+            (best_served["throughput"] / best_batch[best_b]) if best_served else float("nan"),
+        "onnxruntime_speedup_over_pytorch": p50("pytorch eager", b1) / p50("onnxruntime fp32", b1),
+        "float32_input_over_uint8_input": p50("triton grpc f32 in", b1) / p50("triton grpc", b1),
+        "logits_output_over_labels_output": p50("triton grpc logits out", b1) / p50("triton grpc", b1),
+    }
+    targets = {"served_grpc_over_onnxruntime_p50": ("<=", 1.15), "served_shm_over_onnxruntime_p50": ("<=", 1.05),
+               "served_best_throughput_over_onnxruntime_best_batch": (">=", 0.85)}
+    missed = {k: {"value": ratios[k], "target": f"{op} {t}"} for k, (op, t) in targets.items()
+              if ratios[k] == ratios[k] and not (ratios[k] <= t if op == "<=" else ratios[k] >= t)}
+    return {
+        "settings": {**asdict(s)}, "model": contract.name, "task": contract.task, "batch_for_ratios": b1,
+        "export_seconds": export_s, "rows": rows, "ratios": ratios, "targets_missed": missed,
+        "onnxruntime_images_per_s_by_batch": {str(k): v for k, v in best_batch.items()},
+        "onnxruntime_best_batch": best_b, "served_throughput": levels,
+        "served_best_concurrency": best_served["concurrency"] if best_served else None,
+    }
