@@ -20,6 +20,7 @@ from typing import Optional
 from . import state as state_store
 from .errors import ServingError
 from .launcher import TritonServer, start_server
+from .leftovers import kill_stub_leftovers
 from .settings import MODES, ServerSettings, default_state_dir
 from .stats import collect_status, format_status
 
@@ -97,7 +98,9 @@ def cmd_status(state_dir: Path) -> int:
 def cmd_stop(state_dir: Path) -> int:
     record = state_store.load(state_dir)
     if record is None:
-        print(f"no pixelport Triton recorded in {state_dir}: nothing to stop")
+        killed = kill_stub_leftovers(state_dir)  # stubs of a server whose record is gone
+        print(f"no pixelport Triton recorded in {state_dir}: nothing to stop"
+              + (f" (killed {len(killed)} leftover python-backend stub(s))" if killed else ""))
         return 0
     server = TritonServer(record, state_dir)
     was_running = server.is_alive()
@@ -105,7 +108,8 @@ def cmd_stop(state_dir: Path) -> int:
     if was_running:
         print(f"stopped Triton (pid {record.pid})")
     else:
-        print(f"Triton (pid {record.pid}) was not running; removed its state and shared-memory leftovers")
+        print(f"Triton (pid {record.pid}) was not running; removed its state, stub processes and shared-memory "
+              "leftovers")
     return 0
 
 

@@ -7,11 +7,11 @@ The facts that make the wheel's binary work on these machines live in this file,
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import importlib.util
 import logging
 import os
-import re
 import shutil
 import signal
 import site
@@ -19,8 +19,10 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
@@ -31,6 +33,7 @@ from clients.contract import CONFIG_FILE
 
 from . import state as state_store
 from .errors import ServingError
+from .leftovers import kill_stub_leftovers, remove_shm_leftovers
 from .runtime_repo import derive_model, derive_repository, find_models, gpu_available
 from .settings import ServerSettings
 from .state import ServerState
@@ -38,10 +41,6 @@ from .stats import short_reason
 
 log = logging.getLogger(__name__)
 
-SHM_DIR = Path("/dev/shm")
-# Client-side system shared-memory regions are named `pixelport_<pid>_...` by pixelport clients, so a
-# region whose creating process is gone is a leftover that `stop` may remove without hurting anyone.
-CLIENT_SHM_PATTERN = re.compile(r"^pixelport_(\d+)_")
 LOG_TAIL_LINES = 40
 READY_STATES = ("READY",)
 FINAL_STATES = ("READY", "UNAVAILABLE", "")
@@ -188,6 +187,9 @@ def start_server(settings: ServerSettings) -> "TritonServer":
             f"a pixelport Triton is already running from {settings.state_dir} (pid {existing.pid}, gRPC "
             f"{existing.grpc_url}): `python -m serving stop` first, or pass another --state-dir"
         )
+    if existing is not None:
+        # The server recorded here died without `stop` (killed, crashed): clear what it left first.
+        TritonServer(existing, settings.state_dir).stop()
     check_ports_free(settings)
     mode, binary, backends = choose_mode(settings)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -229,10 +231,10 @@ def _launch(settings: ServerSettings, mode: str, binary: Path, served: Path, bac
     command = server_command(binary, served, backends, settings, shm_prefix)
     log.info("starting %s Triton: %s (log: %s)", mode, " ".join(command), log_file)
     with open(log_file, "ab") as log_fh:
-        # A new session: the server outlives a CLI `start`, and stop() can signal its whole group.
-        process = subprocess.Popen(command, stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=env, cwd=settings.state_dir, start_new_session=True,
-                                   preexec_fn=_die_with_parent if settings.die_with_parent else None)
+        # A new session: the server outlives a CLI `start`, and stop() can signal its whole group
+        # (the python-backend stubs stay in it).
+        process = spawn(command, die_with_parent=settings.die_with_parent, stdout=log_fh, stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL, env=env, cwd=settings.state_dir, start_new_session=True)
     record = ServerState(
         pid=process.pid, host=settings.host, http_port=settings.http_port, grpc_port=settings.grpc_port,
         metrics_port=settings.metrics_port, mode=mode, repository=str(settings.repository.resolve()),
@@ -243,12 +245,35 @@ def _launch(settings: ServerSettings, mode: str, binary: Path, served: Path, bac
     return TritonServer(record, settings.state_dir, process)
 
 
-def _die_with_parent() -> None:
+def spawn(command: list[str], die_with_parent: bool = False, **popen_kwargs) -> subprocess.Popen:
+    """Popen, optionally SIGTERMing the child when this *process* dies (not just the calling thread)."""
+    if not die_with_parent:
+        return subprocess.Popen(command, **popen_kwargs)
+    # PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the process: a server
+    # started from a worker thread would get SIGTERM as soon as that thread returned. So fork from one
+    # executor thread that lives until the interpreter exits.
+    with _spawner_lock:
+        if _spawner.get(os.getpid()) is None:  # per pid: a forked child does not inherit the thread
+            _spawner.clear()
+            _spawner[os.getpid()] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pixelport-spawner")
+        executor = _spawner[os.getpid()]
+    preexec = functools.partial(_die_with_parent, os.getpid())
+    return executor.submit(subprocess.Popen, command, preexec_fn=preexec, **popen_kwargs).result()
+
+
+_spawner: dict[int, ThreadPoolExecutor] = {}
+_spawner_lock = threading.Lock()
+
+
+def _die_with_parent(parent_pid: int) -> None:
     """Runs in the child before exec: SIGTERM it when the starting process dies (Linux prctl)."""
     import ctypes
 
+    # SIGTERM, never SIGKILL: Triton then stops its python-backend stubs; a SIGKILLed server leaves them.
     pr_set_pdeathsig = 1
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        raise ChildProcessError("the starting process is gone")
 
 
 # ---- the handle -----------------------------------------------------------------------------------
@@ -367,7 +392,11 @@ class TritonServer:
         return sorted((m.get("version", "") for m in entries if m.get("state") == "READY"), key=int)
 
     def stop(self, timeout_s: Optional[float] = None) -> None:
-        """SIGTERM, wait, SIGKILL the process group if needed, then remove shared-memory leftovers."""
+        """SIGTERM, wait, SIGKILL the process group if needed, then clear what the server left behind.
+
+        Also cleans up after a server that already died: its python-backend stubs, shared-memory
+        regions and state record go all the same.
+        """
         timeout = self.record.stop_timeout_s + 5 if timeout_s is None else timeout_s
         if self.is_alive():
             os.kill(self.pid, signal.SIGTERM)
@@ -380,6 +409,7 @@ class TritonServer:
                 self._wait_exit(10)
         if self.process is not None:
             self.process.poll()  # reap
+        kill_stub_leftovers(self.state_dir, self.pid)  # before the regions: a live stub still maps them
         remove_shm_leftovers(self.record.shm_prefix)
         current = state_store.load(self.state_dir)
         if current is not None and current.pid == self.pid:
@@ -399,21 +429,3 @@ class TritonServer:
             time.sleep(0.1)
         return True
 
-
-def remove_shm_leftovers(server_prefix: str, shm_dir: Path = SHM_DIR) -> list[str]:
-    """Remove this server's python-backend regions and regions of pixelport clients that are gone."""
-    removed = []
-    if not shm_dir.is_dir():
-        return removed
-    for entry in shm_dir.iterdir():
-        match = CLIENT_SHM_PATTERN.match(entry.name)
-        dead_client = match is not None and not Path(f"/proc/{match.group(1)}").exists()
-        if (server_prefix and entry.name.startswith(server_prefix)) or dead_client:
-            try:
-                entry.unlink()
-                removed.append(entry.name)
-            except OSError:
-                pass
-    if removed:
-        log.info("removed shared-memory leftovers: %s", ", ".join(removed))
-    return removed

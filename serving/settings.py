@@ -50,6 +50,12 @@ class ServerSettings:
     mode: "auto" serves the repository as it is when a full Triton (onnxruntime backend) is found
     (`tritonserver` given, or on PATH), else embedded; "embedded" always derives the python-backend
     runtime repository and runs the PyPI wheel's binary; "external" requires a full Triton.
+
+    die_with_parent: the server gets SIGTERM (a clean shutdown that also stops its python-backend
+    stubs) when the starting *process* dies without stop(), through Linux's PR_SET_PDEATHSIG. That
+    signal follows the thread that forked the server, so the launcher forks from one thread that lives
+    until the interpreter exits: a server started from a short-lived worker thread keeps running
+    after that thread ends. Linux only.
     """
 
     repository: Path
@@ -65,14 +71,15 @@ class ServerSettings:
     stop_timeout_s: float = 30.0  # SIGTERM grace (Triton's --exit-timeout-secs) before SIGKILL
     allow_failed_models: bool = False  # serve what loads instead of failing the start
     log_verbose: int = 0
-    # Tests and --foreground: the server gets SIGTERM if the starting process dies without stop().
+    # Tests and --foreground: SIGTERM the server if the starting process dies without stop() (see above).
     die_with_parent: bool = False
 
     def __post_init__(self) -> None:
         self.repository = Path(self.repository).expanduser()
-        self.state_dir = Path(self.state_dir).expanduser()
+        # Absolute: the server runs with the state directory as its cwd and reads paths inside it.
+        self.state_dir = Path(self.state_dir).expanduser().absolute()
         if self.log_file is not None:
-            self.log_file = Path(self.log_file).expanduser()
+            self.log_file = Path(self.log_file).expanduser().absolute()  # recorded for other processes
         if self.tritonserver is not None:
             self.tritonserver = Path(self.tritonserver).expanduser()
         if self.mode not in MODES:

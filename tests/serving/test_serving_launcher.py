@@ -14,8 +14,9 @@ import pytest
 import serving_toys as toys
 from serving import ServerSettings, ServingError, format_status, start_server
 from serving import state as state_store
-from serving.launcher import (check_ports_free, choose_mode, embedded_env, prepare_backend_dir, remove_shm_leftovers,
-                              server_command, wheel_dist_dir)
+from serving.launcher import (check_ports_free, choose_mode, embedded_env, prepare_backend_dir, server_command,
+                              wheel_dist_dir)
+from serving.leftovers import remove_shm_leftovers
 from serving.stats import ModelStatus, short_reason
 
 
@@ -141,11 +142,21 @@ def test_bounded_wait_stops_the_server_and_shows_its_log(toy_repository, server_
         start_server(settings)
     assert state_store.load(settings.state_dir) is None
     assert not [pid for pid in _tritonservers() if str(settings.state_dir) in _cmdline(pid)]
+    assert not [pid for pid in _pids() if _cmdline(pid).startswith(f"{settings.state_dir}/")]  # no stub either
+
+
+def test_relative_state_dir_is_made_absolute(tmp_path, monkeypatch):
+    # The server runs with the state directory as its cwd: a relative one would point inside itself.
+    monkeypatch.chdir(tmp_path)
+    assert settings(tmp_path, state_dir="state").state_dir == tmp_path / "state"
+
+
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
 
 
 def _tritonservers() -> list[int]:
-    pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
-    return [pid for pid in pids if state_store.is_tritonserver(pid)]
+    return [pid for pid in _pids() if state_store.is_tritonserver(pid)]
 
 
 def _cmdline(pid: int) -> str:
