@@ -1,0 +1,134 @@
+"""Export a trained model into a Triton model repository, checked against PyTorch first.
+
+    python -m export --name seg --repository model_repository --arch unet --checkpoint work/seg.pt
+    python -m export --name mine --repository model_repository --module pkg.mod:build \\
+        --task segmentation --num-classes 5 --resize letterbox:256x256
+    python -m export --name ts --repository model_repository --torchscript model.ts --resize stride:32
+    python -m export --name ep --repository model_repository --exported model.pt2 --resize letterbox:512x512
+
+Exit status: 0 published, 1 the parity gate failed (nothing published), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from typing import Optional, Sequence
+
+from .errors import ExportError, ParityError
+from .settings import ExportSettings
+
+log = logging.getLogger("export")
+# Third-party loggers that narrate every export step at INFO.
+_QUIET = ("torch", "onnx_ir", "onnxscript", "onnxruntime")
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.replace(",", " ").split())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three numbers like '0.485,0.456,0.406', got {text!r}") from None
+
+
+def _hw(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+        return h, w
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW like 64x64, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m export",
+        description="Export a trained PyTorch model to ONNX (or TensorRT), check it against PyTorch, "
+                    "and publish it into a Triton model repository.",
+    )
+    p.add_argument("--name", required=True, help="model name in the repository (letters, digits, _ - .)")
+    p.add_argument("--repository", required=True, help="Triton model repository directory")
+    src = p.add_argument_group("model source (exactly one)")
+    src.add_argument("--arch", help="zoo architecture (fcn, unet, pspnet, upernet); needs --checkpoint")
+    src.add_argument("--checkpoint", help="weights: a state_dict or a checkpoint with 'model'/'state_dict'")
+    src.add_argument("--module", help="user model as pkg.mod:factory or file.py:factory (class or function)")
+    src.add_argument("--torchscript", help="a TorchScript file (torch.jit.save)")
+    src.add_argument("--exported", help="a torch.export program (.pt2, torch.export.save)")
+    meta = p.add_argument_group("metadata (default: the checkpoint's meta)")
+    meta.add_argument("--task", choices=("segmentation", "depth", "matting"))
+    meta.add_argument("--num-classes", type=int)
+    meta.add_argument("--width", type=int, help="zoo width (default: read off the checkpoint)")
+    meta.add_argument("--mean", type=_floats, help="RGB mean on [0, 1], e.g. 0.485,0.456,0.406")
+    meta.add_argument("--std", type=_floats, help="RGB std on [0, 1], e.g. 0.229,0.224,0.225")
+    meta.add_argument("--class-names", help="file with one class name a line")
+    meta.add_argument("--pad-value", type=int, help="letterbox pad level (0..255)")
+    meta.add_argument("--depth-kind", choices=("metric", "relative"))
+    meta.add_argument("--depth-scale", type=float, help="served depth x scale = metres (zoo: 1)")
+    form = p.add_argument_group("served form")
+    form.add_argument("--input", choices=("uint8", "float"), default="uint8",
+                      help="uint8 NHWC RGB normalised in the graph (default), or normalised float NCHW")
+    form.add_argument("--output", choices=("labels", "logits", "labels+confidence"), default="labels",
+                      help="segmentation outputs (default labels: argmax in the graph)")
+    form.add_argument("--resize", help="letterbox:HxW (default: the training size) or stride:N")
+    form.add_argument("--static", action="store_true", help="fixed H/W graph (for TensorRT)")
+    form.add_argument("--max-batch", type=int, default=8)
+    form.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    form.add_argument("--min-size", type=_hw, help="profile minimum HxW (default 32x32)")
+    form.add_argument("--max-size", type=_hw, help="profile maximum HxW (default max(2 x opt, 384))")
+    form.add_argument("--instances", type=int, default=1, help="Triton instance count")
+    prec = p.add_argument_group("precision")
+    prec.add_argument("--fp16", action="store_true", help="fp16 weights/compute, same I/O types")
+    prec.add_argument("--int8", action="store_true", help="ONNX Runtime static quantization (QDQ)")
+    prec.add_argument("--calibration", help="images (or a dataset root) for --int8 and the accuracy check")
+    prec.add_argument("--samples", type=int, default=8, help="sample images for the fp16/int8 check")
+    prec.add_argument("--atol", type=float, help="parity absolute tolerance (fp32 default 1e-4)")
+    prec.add_argument("--rtol", type=float, help="parity relative tolerance (fp32 default 1e-3)")
+    pub = p.add_argument_group("publishing")
+    pub.add_argument("--version", type=int, help="version number (default: the next one)")
+    pub.add_argument("--force", action="store_true", help="replace an existing --version")
+    pub.add_argument("--gpu", action="store_true", help="KIND_GPU + ONNX Runtime TensorRT accelerator")
+    pub.add_argument("--tensorrt", action="store_true", help="build a TensorRT plan (needs tensorrt)")
+    pub.add_argument("--report", help="write the parity report (JSON) here")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging; tracebacks on errors")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> ExportSettings:
+    fields = {k: v for k, v in vars(args).items() if k != "verbose"}
+    return ExportSettings(**fields)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for name in _QUIET:
+        logging.getLogger(name).setLevel(logging.INFO if args.verbose else logging.WARNING)
+    if not args.verbose:
+        # torch.onnx warns about optional torchvision ops and deprecations on every export.
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+    from .api import export_model  # torch loads here, after argparse answered --help
+
+    try:
+        result = export_model(settings_from_args(args))
+    except ParityError as exc:
+        if args.verbose:
+            raise
+        print(f"export: error: {exc}", file=sys.stderr)
+        return 1
+    except (ExportError, ValueError, FileNotFoundError) as exc:
+        if args.verbose:
+            raise
+        print(f"export: error: {exc}", file=sys.stderr)
+        return 2
+    print(result.summary())
+    print(json.dumps({"model_dir": str(result.model_dir), "version": result.version,
+                      "timings_s": {k: round(v, 2) for k, v in result.timings.items()}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
