@@ -241,7 +241,9 @@ class ModelContract:
         for out_name, out_dtype, out_dims in self.output_specs():
             cfg.output.add(name=out_name, data_type=_TRITON_DTYPE[out_dtype], dims=out_dims)
         if self.dynamic_batching and self.max_batch_size > 1:
-            cfg.dynamic_batching.max_queue_delay_microseconds = 2000
+            # No added delay: requests that queue while the instance is busy are still batched,
+            # and a lone request (concurrency 1) is not held back waiting for company.
+            cfg.dynamic_batching.SetInParent()
         group = cfg.instance_group.add(count=self.instance_count)
         group.kind = mc.ModelInstanceGroup.Kind.Value(self.instance_kind)
         if self.gpu_accelerator and self.platform == "onnxruntime":

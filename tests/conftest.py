@@ -6,7 +6,6 @@ and exports them; `triton_server` serves that repository with one embedded Trito
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,18 +15,6 @@ import pytest
 ZOO_MODELS = {"seg_unet": "segmentation", "depth_unet": "depth", "matting_unet": "matting"}
 ZOO_SIZE = 64
 ZOO_WIDTH = 8
-
-
-def _planned(module: str, name: str) -> Any:
-    """An API another room is still writing: skip (not fail) only while it does not exist yet."""
-    try:
-        return getattr(importlib.import_module(module), name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module and not module.startswith(f"{exc.name}."):
-            raise
-    except AttributeError:
-        pass
-    pytest.skip(f"{module}.{name} does not exist yet (being written by another room)")
 
 
 @pytest.fixture(scope="session")
@@ -48,15 +35,16 @@ def server_settings_factory(tmp_path_factory) -> Callable[..., Any]:
 @pytest.fixture(scope="session")
 def zoo_dataset(tmp_path_factory) -> Path:
     """A tiny synthetic dataset (models.synth layout: images/, labels/, depth/, alpha/, meta.json)."""
-    synthesize = _planned("models.synth", "synthesize")
+    from models.synth import synthesize
+
     return Path(synthesize(tmp_path_factory.mktemp("zoo") / "data", n_train=8, n_val=3, size=ZOO_SIZE, seed=0))
 
 
 @pytest.fixture(scope="session")
 def zoo_checkpoints(zoo_dataset) -> dict[str, Path]:
     """model name -> checkpoint of a UNet trained one short epoch on `zoo_dataset`."""
-    train = _planned("models.train", "train")
-    TrainConfig = _planned("models.train", "TrainConfig")
+    from models.train import TrainConfig, train
+
     out = {}
     for name, task in ZOO_MODELS.items():
         path = zoo_dataset.parent / "checkpoints" / f"{name}.pt"
@@ -69,8 +57,8 @@ def zoo_checkpoints(zoo_dataset) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def zoo_repository(request) -> Path:
     """A Triton model repository with seg_unet, depth_unet and matting_unet (version 1 each)."""
-    export_model = _planned("export", "export_model")
-    ExportSettings = _planned("export", "ExportSettings")
+    from export import ExportSettings, export_model
+
     zoo_checkpoints = request.getfixturevalue("zoo_checkpoints")  # after the check: no training for a skip
     repository = next(iter(zoo_checkpoints.values())).parent.parent / "model_repository"
     for name, checkpoint in zoo_checkpoints.items():
