@@ -20,7 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     cli_latency.add_parser(sub)
     cli_compare.add_parser(sub)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Our own progress at INFO; the exporter's libraries (onnxscript, onnx_ir) only when they warn.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("benchmarks", "clients", "export", "serving"):
+        logging.getLogger(name).setLevel(logging.INFO)
     try:
         return args.run(args)
     except (ValueError, RuntimeError, OSError) as exc:

@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
     src.add_argument("--model-dir", help="an exported <repository>/<model>: only its own form is compared")
     p.add_argument("--image-size", type=parse_hw, default=(512, 512))
     p.add_argument("--batch", default="1,4", help="comma-separated batch sizes")
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--iters", type=int, default=3, help="timed calls per variant and batch per round")
     p.add_argument("--precisions", default="fp16,int8", help="extra onnxruntime variants ('' for none)")
     p.add_argument("--concurrency", default="1,2,4,8", help="throughput sweep over gRPC")
@@ -70,6 +70,9 @@ def write_compare_outputs(out_dir: str, result: dict) -> None:
           "## Served throughput (gRPC, batch-1 requests) vs in-process onnxruntime", "",
           report.markdown_table(level_header, level_rows), "",
           "onnxruntime in-process images/s by batch: " + ", ".join(f"b{k}: {v:.2f}" for k, v in best.items()), ""]
+    if result.get("variants_not_published"):
+        md += ["## Variants that failed their own parity gate (not compared)", ""]
+        md += [f"- {k}: {v}" for k, v in result["variants_not_published"].items()] + [""]
     if result["targets_missed"]:
         md += ["## Targets missed", ""] + [f"- {k}: {v['value']:.3f} (target {v['target']})"
                                            for k, v in result["targets_missed"].items()]

@@ -35,7 +35,7 @@ class CompareSettings:
     model_dir: Optional[str] = None
     image_size: tuple[int, int] = (512, 512)
     batches: tuple[int, ...] = (1, 4)
-    rounds: int = 5
+    rounds: int = 8
     iters: int = 3  # timed calls per variant and batch in each round
     precisions: tuple[str, ...] = ("fp16", "int8")  # extra onnxruntime variants (need --checkpoint)
     concurrency: tuple[int, ...] = (1, 2, 4, 8)  # throughput sweep over gRPC
@@ -71,8 +71,9 @@ SERVED_FORMS = {
 }
 
 
-def publish_variants(s: CompareSettings, repository: Path) -> dict[str, Path]:
-    """Export the served forms (and fp16/int8) of the checkpoint; with --model-dir, link it."""
+def publish_variants(s: CompareSettings, repository: Path, skipped: dict[str, str]) -> dict[str, Path]:
+    """Export the served forms (and fp16/int8) of the checkpoint; with --model-dir, copy it.
+    Variants that fail their parity gate land in `skipped` with the reason."""
     if s.model_dir:
         src = Path(s.model_dir).resolve()
         if not (src / "config.pbtxt").is_file():
@@ -80,7 +81,7 @@ def publish_variants(s: CompareSettings, repository: Path) -> dict[str, Path]:
         name = read_config_file(str(src / "config.pbtxt")).name
         shutil.copytree(src, repository / name, symlinks=True)
         return {"u8_labels": repository / name}
-    from export import ExportSettings, export_model
+    from export import ExportError, ExportSettings, export_model
     from models.checkpoint import read_checkpoint
 
     arch = read_checkpoint(s.checkpoint)[1].get("arch")
@@ -101,7 +102,14 @@ def publish_variants(s: CompareSettings, repository: Path) -> dict[str, Path]:
                                   input=inp, output=out, fp16=precision == "fp16", int8=precision == "int8",
                                   calibration=calibration, version=1, force=True)
         log.info("exporting %s", settings.name)
-        dirs[name] = Path(export_model(settings).model_dir)
+        try:
+            dirs[name] = Path(export_model(settings).model_dir)
+        except ExportError as exc:
+            if precision == "fp32":
+                raise
+            # A reduced-precision variant that fails its own gate is a finding, not a crash.
+            log.warning("%s not compared: %s", settings.name, exc)
+            skipped[name] = str(exc)
     return dirs
 
 
@@ -238,7 +246,8 @@ def compare(s: CompareSettings) -> dict:
     closers: list = []
     try:
         t0 = time.perf_counter()
-        dirs = publish_variants(s, repository)
+        skipped: dict[str, str] = {}
+        dirs = publish_variants(s, repository, skipped)
         export_s = time.perf_counter() - t0
         contract = ModelContract.from_model_config(read_config_file(str(dirs["u8_labels"] / "config.pbtxt")))
         http, grpc, metrics = free_ports(3)
@@ -251,10 +260,14 @@ def compare(s: CompareSettings) -> dict:
             best_batch = inprocess_throughput(ort.run, contract, s.image_size)
             levels = served_throughput(s, server.grpc_url, contract.name)
             acc = accuracy_of_variants(s, variants, dirs, server.grpc_url) if s.data else {}
+            for c in closers:  # while the server is up, so shm regions are unregistered cleanly
+                c.close()
         for v in variants:
             v.accuracy = acc.get(v.name, {})
         rows = summarise(variants, s.batches)
-        return build_result(s, rows, best_batch, levels, export_s, contract)
+        result = build_result(s, rows, best_batch, levels, export_s, contract)
+        result["variants_not_published"] = skipped
+        return result
     finally:
         for c in closers:
             c.close()

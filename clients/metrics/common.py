@@ -81,3 +81,26 @@ class PerImageTable:
         table.rows = {k: [none_to_nan(v) for v in row] for k, row in data.get("per_image", {}).items()}
         table.skipped = dict(data.get("skipped", {}))
         return table
+
+
+class PerImageMetrics:
+    """What depth and matting metrics share: per-image rows in a table, merged and averaged."""
+
+    table: PerImageTable
+
+    def settings(self) -> tuple:
+        """What must be equal for two instances to merge."""
+        raise NotImplementedError
+
+    def merge(self, other: "PerImageMetrics"):
+        if type(other) is not type(self) or self.settings() != other.settings():
+            raise ValueError(f"cannot merge {type(self).__name__} with different settings: "
+                             f"{self.settings()} vs {getattr(other, 'settings', lambda: '?')()}")
+        self.table.merge(other.table)
+        return self
+
+    def compute(self) -> dict[str, float]:
+        return self.table.mean()
+
+    def summary(self) -> dict[str, Optional[float]]:
+        return {k: nan_to_none(v) for k, v in self.compute().items()}

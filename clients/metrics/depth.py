@@ -11,7 +11,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from .common import PerImageTable, nan_to_none
+from .common import PerImageMetrics, PerImageTable
 
 DEPTH_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "delta1", "delta2", "delta3", "silog")
 # Lower is better for errors, higher for the delta accuracies (used by reports).
@@ -84,7 +84,7 @@ def depth_errors(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     }
 
 
-class DepthMetrics:
+class DepthMetrics(PerImageMetrics):
     """Per-image depth errors, averaged over images (images without a valid pixel are skipped)."""
 
     def __init__(self, min_depth: float = 1e-3, max_depth: float = 10.0, alignment: str = "none",
@@ -132,19 +132,8 @@ class DepthMetrics:
             self.table.add(key, errors)
         return errors
 
-    def merge(self, other: "DepthMetrics") -> "DepthMetrics":
-        mine = (self.min_depth, self.max_depth, self.alignment, self.crop)
-        theirs = (other.min_depth, other.max_depth, other.alignment, other.crop)
-        if mine != theirs:
-            raise ValueError(f"cannot merge depth metrics with different settings: {mine} vs {theirs}")
-        self.table.merge(other.table)
-        return self
-
-    def compute(self) -> dict[str, float]:
-        return self.table.mean()
-
-    def summary(self) -> dict[str, Optional[float]]:
-        return {k: nan_to_none(v) for k, v in self.compute().items()}
+    def settings(self) -> tuple:
+        return (self.min_depth, self.max_depth, self.alignment, self.crop)
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "depth", "min_depth": self.min_depth, "max_depth": self.max_depth,

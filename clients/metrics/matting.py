@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from .common import PerImageTable, nan_to_none
+from .common import PerImageMetrics, PerImageTable
 
 MATTING_KEYS = ("sad", "mse", "grad", "conn")
 UNKNOWN = 128
@@ -136,7 +136,7 @@ def matting_errors(pred_alpha: np.ndarray, gt_alpha: np.ndarray, trimap: np.ndar
     }
 
 
-class MattingMetrics:
+class MattingMetrics(PerImageMetrics):
     """Per-image SAD, MSE, gradient and connectivity errors, averaged over images."""
 
     def __init__(self, trimap_kernel: int = 10, trimap_iterations: int = 1) -> None:
@@ -155,17 +155,8 @@ class MattingMetrics:
         self.table.add(key, errors)
         return errors
 
-    def merge(self, other: "MattingMetrics") -> "MattingMetrics":
-        if (self.trimap_kernel, self.trimap_iterations) != (other.trimap_kernel, other.trimap_iterations):
-            raise ValueError("cannot merge matting metrics built with different trimap settings")
-        self.table.merge(other.table)
-        return self
-
-    def compute(self) -> dict[str, float]:
-        return self.table.mean()
-
-    def summary(self) -> dict[str, Optional[float]]:
-        return {k: nan_to_none(v) for k, v in self.compute().items()}
+    def settings(self) -> tuple:
+        return (self.trimap_kernel, self.trimap_iterations)
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "matting", "trimap_kernel": self.trimap_kernel,
