@@ -124,43 +124,6 @@ class OnnxPredictor(_InProcess):
         return dict(zip(self.output_names, outs))
 
 
-def _infer_width(state: dict[str, Any]) -> Optional[int]:
-    """The zoo's width is the channel count of the first conv that reads the RGB input."""
-    for value in state.values():
-        shape = tuple(getattr(value, "shape", ()))
-        if len(shape) == 4 and shape[1] == 3:
-            return int(shape[0])
-    return None
-
-
-def contract_from_meta(meta: dict[str, Any], resize: Optional[str], name: str) -> ModelContract:
-    """The served-form contract a checkpoint's meta implies (what export would publish by default)."""
-    task = meta.get("task", "segmentation")
-    if resize:
-        rz = Resize.parse(resize)
-    elif meta.get("input_size"):
-        h, w = (int(v) for v in meta["input_size"])
-        rz = Resize("letterbox", h, w)
-    else:
-        raise ValueError("the checkpoint's meta has no input_size; pass --resize letterbox:HxW or stride:N")
-    kwargs: dict[str, Any] = {}
-    for key in ("mean", "std"):
-        if meta.get(key):
-            kwargs[key] = tuple(float(v) for v in meta[key])
-    if task == "segmentation":
-        kwargs["num_classes"] = int(meta.get("num_classes", 0))
-        kwargs["class_names"] = tuple(meta.get("class_names") or ())
-        kwargs["palette"] = tuple(tuple(c) for c in meta.get("palette") or ())
-    if task == "depth":
-        kwargs["depth_kind"] = meta.get("depth_kind", "metric")
-    return ModelContract(
-        name=name, task=task, resize=rz, output_kind={"depth": "depth", "matting": "alpha"}.get(task, "labels"),
-        pad_value=int(meta.get("pad_value", 0)), ignore_index=int(meta.get("ignore_index", 255)),
-        depth_scale=1.0,  # the zoo's depth head outputs metres
-        **kwargs,
-    )
-
-
 class TorchPredictor(_InProcess):
     """A training checkpoint run by PyTorch in-process, computing exactly the served form."""
 
@@ -168,8 +131,14 @@ class TorchPredictor(_InProcess):
 
     def __init__(self, checkpoint: str, resize: Optional[str] = None, contract: Optional[ModelContract] = None,
                  threads: int = 0, device: str = "cpu") -> None:
-        import torch  # the export extra; a client-only install never reaches this
+        # The export extra; a client-only install never reaches this. The contract and the served
+        # computation are export's own, so this is exactly what `python -m export` would publish.
+        import torch
 
+        from export.metadata import build_contract
+        from export.settings import ExportSettings
+        from export.sources import infer_width
+        from export.wrapper import ServedModel
         from models import create_model
         from models.checkpoint import load_weights, read_checkpoint
 
@@ -178,42 +147,33 @@ class TorchPredictor(_InProcess):
             raise ValueError(f"checkpoint {checkpoint!r} has no meta.arch; it was not written by "
                              "pixelport's trainer (export it and use --backend onnx instead)")
         task = meta.get("task", "segmentation")
-        width = int(meta.get("width") or _infer_width(state) or 16)
-        model = create_model(meta["arch"], task=task, num_classes=int(meta.get("num_classes", 0)), width=width)
+        width = int(meta.get("width") or infer_width(state) or 16)
+        num_classes = int(meta.get("num_classes") or 0)
+        model = create_model(meta["arch"], task=task, num_classes=num_classes, width=width)
         load_weights(model, state, hint=f"meta says arch={meta['arch']!r}, width={width}")
-        self.model = model.eval().to(device)
-        name = Path(checkpoint).stem if contract is None else contract.name
-        self.contract = contract or contract_from_meta(meta, resize, _safe_name(name))
-        if resize and contract is not None:
+        if contract is None:
+            settings = ExportSettings(name=_safe_name(Path(checkpoint).stem), repository="", arch=meta["arch"],
+                                      checkpoint=checkpoint, resize=resize)
+            contract = build_contract(settings, meta, task, num_classes)
+        elif resize:
             from dataclasses import replace
 
-            self.contract = replace(self.contract, resize=Resize.parse(resize))
-        if self.contract.task != task:
-            raise ValueError(f"checkpoint is a {task} model but the contract says {self.contract.task}")
+            contract = replace(contract, resize=Resize.parse(resize))
+        if contract.task != task:
+            raise ValueError(f"checkpoint is a {task} model but the contract says {contract.task}")
+        self.contract = contract
+        self.served = ServedModel(model, contract).eval().to(device)
+        self.output_names = [name for name, _, _ in contract.output_specs()]
         if threads:
             torch.set_num_threads(threads)
         self._torch, self.device = torch, device
-        self.name, self.source = self.contract.name, str(checkpoint)
+        self.name, self.source = contract.name, str(checkpoint)
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        torch, c = self._torch, self.contract
+        torch = self._torch
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
-            if c.input_dtype == "uint8":  # (N, H, W, 3) uint8 -> (N, 3, H, W) normalised float, as in-graph
-                mean = torch.tensor(c.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-                std = torch.tensor(c.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-                x = (x.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
-            out = self.model(x)  # (N, C, H, W)
-            if c.task == "depth":
-                return {"depth": (out[:, 0] / c.depth_scale).cpu().numpy()}
-            if c.task == "matting":
-                return {"alpha": out[:, 0].clamp(0, 1).cpu().numpy()}
-            result = {"labels": out.argmax(dim=1).cpu().numpy().astype(c.label_dtype)}  # (N, H, W)
-            if c.output_kind == "labels+confidence":
-                result["confidence"] = out.softmax(dim=1).amax(dim=1).cpu().numpy()
-            if c.output_kind == "logits":
-                result = {"logits": out.float().cpu().numpy()}
-            return result
+            outs = self.served(torch.from_numpy(np.ascontiguousarray(batch)).to(self.device))
+        return {name: out.cpu().numpy() for name, out in zip(self.output_names, outs)}
 
 
 def _safe_name(text: str) -> str:
