@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
+import tritonclient.grpc as grpcclient
 
 from clients.contract import ModelContract, read_config_file
+from clients.pipeline import normalise
 
 from .latency import LatencySettings, TensorSource, run_level
 
@@ -68,6 +70,14 @@ SERVED_FORMS = {
     "u8_labels": ("uint8", "labels", "fp32"),
     "f32_labels": ("float", "labels", "fp32"),
     "u8_logits": ("uint8", "logits", "fp32"),
+}
+
+# Triton variant -> (served form it calls, whether tensors travel through system shared memory)
+TRITON_VARIANTS = {
+    "triton grpc": ("u8_labels", False),
+    "triton shm": ("u8_labels", True),
+    "triton grpc f32 in": ("f32_labels", False),
+    "triton grpc logits out": ("u8_logits", False),
 }
 
 
@@ -129,8 +139,7 @@ def make_variants(s: CompareSettings, dirs: dict[str, Path], url: str) -> tuple[
             label = "onnxruntime " + (key.split("_")[-1] if key != "u8_labels" else "fp32")
             variants.append(Variant(label, "onnxruntime", pred.run, "uint8"))
     base_name = read_config_file(str(base / "config.pbtxt")).name
-    for label, key, shm in (("triton grpc", "u8_labels", False), ("triton shm", "u8_labels", True),
-                            ("triton grpc f32 in", "f32_labels", False), ("triton grpc logits out", "u8_logits", False)):
+    for label, (key, shm) in TRITON_VARIANTS.items():
         if key not in dirs:
             continue
         name = base_name if key == "u8_labels" else read_config_file(str(dirs[key] / "config.pbtxt")).name
@@ -140,18 +149,14 @@ def make_variants(s: CompareSettings, dirs: dict[str, Path], url: str) -> tuple[
     return variants, closers
 
 
-def make_batch(variant: Variant, contract: ModelContract, batch: int, hw: tuple[int, int], seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (batch, hw[0], hw[1], 3), dtype=np.uint8)  # (B, H, W, 3)
-    if variant.input_dtype == "uint8":
-        return images
-    mean = np.asarray(contract.mean, np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(contract.std, np.float32).reshape(1, 3, 1, 1)
-    return ((images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
+def make_batch(input_dtype: str, contract: ModelContract, batch: int, hw: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """Random network-size images: (B, H, W, 3) uint8, or the raw form's normalised NCHW float32."""
+    images = np.random.default_rng(seed).integers(0, 256, (batch, hw[0], hw[1], 3), dtype=np.uint8)
+    return images if input_dtype == "uint8" else normalise(images, contract)
 
 
 def time_interleaved(s: CompareSettings, variants: list[Variant], contract: ModelContract) -> None:
-    inputs = {(v.name, b): make_batch(v, contract, b, s.image_size) for v in variants for b in s.batches}
+    inputs = {(v.name, b): make_batch(v.input_dtype, contract, b, s.image_size) for v in variants for b in s.batches}
     for v in variants:  # warm-up: first calls pay for allocation, graph optimisation, channel setup
         for b in s.batches:
             v.run(inputs[(v.name, b)])
@@ -172,7 +177,7 @@ def inprocess_throughput(run: Callable, contract: ModelContract, hw: tuple[int, 
     """Images/s of the in-process onnxruntime session at each batch size (median of `calls`)."""
     out = {}
     for b in batches:
-        x = make_batch(Variant("", "", run, "uint8"), contract, b, hw)
+        x = make_batch("uint8", contract, b, hw)
         run(x)
         times = []
         for _ in range(calls):
@@ -189,8 +194,8 @@ def served_throughput(s: CompareSettings, url: str, model: str) -> list[dict]:
     settings = LatencySettings(url=url, model=model, concurrency=s.concurrency, window_s=s.window_s,
                                windows=s.windows, warmup_s=min(1.0, s.window_s))
     probe = DenseClient(url, model, retries=0)
-    source = TensorSource(make_batch(Variant("", "", None, "uint8"), probe.contract, 1, s.image_size))
-    stats = probe._clients[0]
+    source = TensorSource(make_batch("uint8", probe.contract, 1, s.image_size))
+    stats = grpcclient.InferenceServerClient(url)
     made: list = []
 
     def make_infer():
@@ -206,6 +211,7 @@ def served_throughput(s: CompareSettings, url: str, model: str) -> list[dict]:
     finally:
         for client in made:
             client.close()
+        stats.close()
         probe.close()
     return levels
 
@@ -284,11 +290,9 @@ def accuracy_of_variants(s: CompareSettings, variants: list[Variant], dirs: dict
         if v.kind == "onnxruntime":
             key = "u8_labels" if v.name.endswith("fp32") else f"u8_labels_{v.name.split()[-1]}"
             spec.append((v.name, OnnxPredictor(str(dirs[key]))))
-    forms = {"triton grpc": ("u8_labels", False), "triton shm": ("u8_labels", True),
-             "triton grpc f32 in": ("f32_labels", False), "triton grpc logits out": ("u8_logits", False)}
     for v in variants:
-        if v.name in forms:
-            key, shm = forms[v.name]
+        if v.name in TRITON_VARIANTS:
+            key, shm = TRITON_VARIANTS[v.name]
             name = read_config_file(str(dirs[key] / "config.pbtxt")).name
             spec.append((v.name, TritonPredictor(url, name, use_shm=shm)))
     try:

@@ -186,7 +186,6 @@ def run_level(settings: LatencySettings, concurrency: int, make_infer, source: R
     window_stats: list[dict] = []
     stable = False
     snapshot = stats_client.get_inference_statistics(settings.model)
-    first_snapshot = None
     while len(window_stats) < settings.windows:
         start = time.perf_counter()
         time.sleep(settings.window_s)
@@ -211,7 +210,6 @@ def run_level(settings: LatencySettings, concurrency: int, make_infer, source: R
     if errors:
         raise RuntimeError(f"model {settings.model!r} failed at concurrency {concurrency}: {errors[0]}")
     used = window_stats[-settings.min_windows:]
-    first_snapshot = used[0]["before"]
     records = [r for w in used for r in w["records"]]
     lat = [r[2] * 1e6 for r in records]
     seconds = settings.window_s * len(used)
@@ -223,7 +221,7 @@ def run_level(settings: LatencySettings, concurrency: int, make_infer, source: R
         count=len(records), windows=len(window_stats), stable=stable,
         client_preprocess_us=float(np.mean([r[1] for r in records]) * 1e6) if records else float("nan"),
         client_postprocess_us=float(np.mean([r[3] for r in records]) * 1e6) if records else float("nan"),
-        server_us=server_split(first_snapshot, used[-1]["after"], settings.model),
+        server_us=server_split(used[0]["before"], used[-1]["after"], settings.model),
         window_throughputs=[w["throughput"] for w in window_stats],
     )
 

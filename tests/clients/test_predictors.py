@@ -94,7 +94,6 @@ def test_torch_and_onnx_predictors_agree_on_the_same_weights(tmp_path, image):
     """Export the checkpoint's served form with torch.onnx and compare the two backends."""
     torch = pytest.importorskip("torch")
     from clients.contract import ModelContract, Resize
-    from clients.predictors import TorchPredictor
 
     model, meta = _checkpoint(tmp_path / "seg.pt")
 
