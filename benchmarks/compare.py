@@ -125,7 +125,7 @@ def publish_variants(s: CompareSettings, repository: Path, skipped: dict[str, st
 
 def make_variants(s: CompareSettings, dirs: dict[str, Path], url: str) -> tuple[list[Variant], list]:
     from clients.client import DenseClient
-    from clients.predictors import OnnxPredictor, TorchPredictor
+    from evaluation.predictors import OnnxPredictor, TorchPredictor
 
     closers: list = []
     variants: list[Variant] = []
@@ -218,7 +218,7 @@ def served_throughput(s: CompareSettings, url: str, model: str) -> list[dict]:
 
 def accuracy(s: CompareSettings, variants_spec: list[tuple[str, object]]) -> dict[str, dict]:
     """mIoU (segmentation) or abs_rel (depth) of each variant on the first val images."""
-    from clients.evaluate import EvalSettings, evaluate
+    from evaluation.evaluate import EvalSettings, evaluate
 
     results = {}
     for name, predictor in variants_spec:
@@ -281,7 +281,7 @@ def compare(s: CompareSettings) -> dict:
 
 
 def accuracy_of_variants(s: CompareSettings, variants: list[Variant], dirs: dict[str, Path], url: str) -> dict:
-    from clients.predictors import OnnxPredictor, TorchPredictor, TritonPredictor
+    from evaluation.predictors import OnnxPredictor, TorchPredictor, TritonPredictor
 
     spec: list[tuple[str, object]] = []
     if s.checkpoint:

@@ -28,6 +28,7 @@ from .contract import ContractError
 from .client import InferenceError
 from .images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageError, load_image
 from .outputs import write_prediction
+from .progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -92,42 +93,8 @@ def plan_outputs(inputs: list[Path], out: Path, recursive: bool) -> list[tuple[P
     return unique
 
 
-class _Progress:
-    """tqdm when installed; otherwise one self-overwriting line on a terminal, quiet elsewhere."""
-
-    def __init__(self, total: int) -> None:
-        self.total, self.count, self.failed = total, 0, 0
-        self.started = time.monotonic()
-        self._last = 0.0
-        try:
-            from tqdm import tqdm  # optional nicety, not a dependency
-            self._bar = tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True)
-        except ImportError:
-            self._bar = None
-
-    def update(self, ok: bool) -> None:
-        self.count += 1
-        self.failed += not ok
-        if self._bar is not None:
-            self._bar.update(1)
-            self._bar.set_postfix(failed=self.failed, refresh=False)
-            return
-        now = time.monotonic()
-        if sys.stderr.isatty() and (now - self._last > 0.2 or self.count == self.total):
-            self._last = now
-            rate = self.count / max(now - self.started, 1e-9)
-            sys.stderr.write(f"\r{self.count}/{self.total} images, {self.failed} failed, {rate:.1f} img/s")
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-        elif sys.stderr.isatty():
-            sys.stderr.write("\n")
-
-
 async def _infer_all(settings: InferSettings, jobs: list[tuple[Path, Path]], report: InferReport) -> None:
-    progress = _Progress(len(jobs))
+    progress = Progress(len(jobs), "infer")
     client = AsyncDenseClient(settings.urls, settings.model, settings.version, concurrency=settings.concurrency,
                               timeout_s=settings.timeout_s, retries=settings.retries, backoff_s=settings.backoff_s,
                               use_shm=settings.use_shm, max_side=settings.max_side)

@@ -25,7 +25,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype, triton_to_np_dtype
 from tritonclient.utils.shared_memory import SharedMemoryException
 
-from .contract import NUMPY_DTYPE_OF_TRITON, ContractError, ModelContract, parse_model_config
+from .contract import ContractError, ModelContract, numpy_dtype_name, parse_model_config
 from .pipeline import check_image, postprocess, preprocess
 from .prediction import Prediction
 from .shm import SharedMemoryPool, Slot
@@ -164,12 +164,12 @@ def contract_from_config(config: Any, model: str) -> ModelContract:
     problems = []
     _, in_dtype, in_dims = contract.input_spec()
     served = msg.input[0]
-    if NUMPY_DTYPE_OF_TRITON.get(served.data_type) != in_dtype:
-        problems.append(f"input dtype {NUMPY_DTYPE_OF_TRITON.get(served.data_type, served.data_type)} "
+    if numpy_dtype_name(served.data_type) != in_dtype:
+        problems.append(f"input dtype {numpy_dtype_name(served.data_type) or served.data_type} "
                         f"but contract says {in_dtype}")
     if list(served.dims) != in_dims:
         problems.append(f"input dims {list(served.dims)} but contract says {in_dims}")
-    outs = {o.name: NUMPY_DTYPE_OF_TRITON.get(o.data_type) for o in msg.output}
+    outs = {o.name: numpy_dtype_name(o.data_type) for o in msg.output}
     want = {name: dtype for name, dtype, _ in contract.output_specs()}
     if set(outs) != set(want):
         problems.append(f"outputs {sorted(outs)} but contract says {sorted(want)}")
@@ -190,7 +190,7 @@ def output_nbytes(contract: ModelContract, batch: np.ndarray, images: int = 0) -
     """Bytes each tensor takes for a request shaped like `batch` with `images` images (default:
     as many as the batch has): the input and every output."""
     n = images or batch.shape[0]
-    h, w = batch.shape[1:3] if contract.input_dtype == "uint8" else batch.shape[2:4]
+    h, w = contract.input_hw(batch.shape)
     sizes = {contract.input_spec()[0]: batch.nbytes // batch.shape[0] * n}
     for name, dtype, _ in contract.output_specs():
         planes = contract.num_classes if name == "logits" else 1

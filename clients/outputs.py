@@ -7,8 +7,6 @@ depth) and `<stem>_preview.png` colour-mapped; matting: `<stem>.png` 8-bit alpha
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -16,6 +14,7 @@ import cv2
 import numpy as np
 
 from .contract import ModelContract, checked_palette
+from .files import atomic_write
 from .prediction import Prediction
 
 
@@ -26,16 +25,7 @@ def write_png(path: Path, array: np.ndarray, rgb: bool = False) -> Path:
     ok, encoded = cv2.imencode(".png", array)
     if not ok:
         raise ValueError(f"cannot encode {array.dtype} array of shape {array.shape} as PNG")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(encoded.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, encoded.tobytes())
 
 
 def label_image(labels: np.ndarray, num_classes: int) -> np.ndarray:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from clients.contract import CONFIG_FILE, LABELS_FILE, ONNX_FILE, PLAN_FILE, ContractError, ModelContract
+from clients.files import atomic_write
 
 from .errors import ExportError
 
@@ -58,16 +59,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write-then-rename in the same directory: readers see the old file or the new, never half."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -176,9 +167,9 @@ class Publisher:
 
     # -- verify + commit ------------------------------------------------------------------------
     def _write_metadata(self, root: Path, contract: ModelContract) -> None:
-        write_text_atomic(root / CONFIG_FILE, contract.to_pbtxt())
+        atomic_write(root / CONFIG_FILE, contract.to_pbtxt())
         if contract.task == "segmentation":
-            write_text_atomic(root / LABELS_FILE, contract.labels_txt())
+            atomic_write(root / LABELS_FILE, contract.labels_txt())
 
     def verify(self, contract: ModelContract) -> None:
         """Staged files load and say what the contract says; raises ExportError otherwise."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from clients.contract import NAME_PATTERN, SEG_OUTPUTS, TASKS, ContractError, ModelContract, Resize
+from clients.contract import SEG_OUTPUTS, TASKS, ContractError, ModelContract, Resize, is_valid_name
 
 from .errors import ExportError
 
@@ -81,7 +81,7 @@ class ExportSettings:
 
     def check(self) -> None:
         """Reject impossible combinations before any model is loaded."""
-        if not NAME_PATTERN.match(self.name or ""):
+        if not is_valid_name(self.name or ""):
             raise ExportError(
                 f"--name {self.name!r} is not a safe model name: use letters, digits, '_', '-', '.' "
                 "(start with a letter or digit; no path separators; at most 128 characters)"

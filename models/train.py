@@ -11,10 +11,8 @@ import logging
 import math
 import os
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -22,6 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
+
+from clients.files import atomic_path
+from clients.progress import Progress
 
 from .checkpoint import CheckpointError, load_weights, read_checkpoint
 from .data import IGNORE_INDEX, MEAN, PAD_VALUE, STD, SynthDataset, read_meta
@@ -160,37 +161,6 @@ def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, ta
     return loss.item()
 
 
-# ---- progress line (tqdm is not a dependency) --------------------------------------------------
-
-class Progress:
-    """A one-line progress bar on stderr; on a non-terminal only the finished line is written."""
-
-    def __init__(self, total: int, desc: str, enabled: bool = True) -> None:
-        self.total, self.desc, self.enabled = total, desc, enabled
-        self.done, self.start, self.last, self.postfix = 0, time.monotonic(), 0.0, ""
-        self.live = enabled and sys.stderr.isatty()
-
-    def update(self, postfix: str = "") -> None:
-        self.done += 1
-        self.postfix = postfix
-        now = time.monotonic()
-        if self.live and (now - self.last > 0.2 or self.done == self.total):
-            self.last = now
-            sys.stderr.write("\r" + self._line())
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write(("\r" if self.live else "") + self._line() + "\n")
-            sys.stderr.flush()
-
-    def _line(self) -> str:
-        frac = self.done / max(self.total, 1)
-        bar = "#" * int(20 * frac) + "." * (20 - int(20 * frac))
-        elapsed = time.monotonic() - self.start
-        return f"{self.desc} [{bar}] {self.done}/{self.total} {elapsed:.0f}s {self.postfix}"
-
-
 # ---- checkpoint -----------------------------------------------------------------------------
 
 def rng_state() -> dict[str, Any]:
@@ -239,10 +209,8 @@ def model_meta(cfg: TrainConfig, data_meta: dict) -> dict[str, Any]:
 
 def save_checkpoint(path: str, ckpt: dict[str, Any]) -> None:
     """Write-then-rename: an interruption never leaves a half-written checkpoint at `path`."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{path}.tmp"
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
 
 
 def _config_record(cfg: TrainConfig) -> dict[str, Any]:
@@ -325,7 +293,7 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
         order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
         loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=order.tolist())
         model.train()
-        bar = Progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
+        bar = Progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", unit="step", enabled=cfg.progress)
         losses, skipped = [], 0
         for images, targets in loader:
             loss = train_step(model, images.to(cfg.device), targets.to(cfg.device), cfg.task, optimizer, cfg.clip_grad)
@@ -334,7 +302,7 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
                 skipped += 1
             else:
                 losses.append(loss)
-            bar.update(f"loss {np.mean(losses[-20:]) if losses else float('nan'):.4f}")
+            bar.update(postfix=f"loss {np.mean(losses[-20:]) if losses else float('nan'):.4f}")
         bar.close()
         metrics = validate(model, val_set, cfg.task, meta, (cfg.size, cfg.size), device=cfg.device)
         result = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),

@@ -8,7 +8,7 @@ import onnx
 import pytest
 
 from clients.contract import CONFIG_FILE, LABELS_FILE, ONNX_FILE, ModelContract
-from clients.predictors import OnnxPredictor
+from evaluation.predictors import OnnxPredictor
 from export import ExportSettings, export_model
 from export_helpers import ZOO_SIZE, parse_config, save_zoo_checkpoint
 from models import list_models

@@ -1,10 +1,10 @@
-"""The `eval`, `merge` and `compare` verbs of `python -m clients`.
+"""The `eval`, `merge` and `compare` verbs of `python -m evaluation` (`python -m clients eval|merge|compare` is a thin alias for one release).
 
-    python -m clients eval --backend triton --url 127.0.0.1:8001 --model seg_unet --data DIR --split val --out DIR
-    python -m clients eval --backend onnx --model-dir model_repository/seg_unet --data DIR --out DIR
-    python -m clients eval --backend torch --checkpoint ckpt.pt --data DIR --shard 0/2 --state s0.json --out DIR
-    python -m clients merge DIR0 DIR1 --out DIR
-    python -m clients compare DIR_TORCH DIR_TRITON
+    python -m evaluation eval --backend triton --url 127.0.0.1:8001 --model seg_unet --data DIR --split val --out DIR
+    python -m evaluation eval --backend onnx --model-dir model_repository/seg_unet --data DIR --out DIR
+    python -m evaluation eval --backend torch --checkpoint ckpt.pt --data DIR --shard 0/2 --state s0.json --out DIR
+    python -m evaluation merge DIR0 DIR1 --out DIR
+    python -m evaluation compare DIR_TORCH DIR_TRITON
 """
 
 from __future__ import annotations
@@ -12,40 +12,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
-from typing import Optional, TextIO
 
-from .datasets import LAYOUTS, DatasetOptions
+
+from clients.datasets import LAYOUTS, DatasetOptions
+from clients.progress import Progress
 
 log = logging.getLogger(__name__)
-
-
-class ProgressBar:
-    """`eval 120/500 [####......] 24% 3.4 img/s failed 2` on stderr, redrawn at most 4x a second."""
-
-    def __init__(self, stream: Optional[TextIO] = None, width: int = 24) -> None:
-        self.stream, self.width = stream or sys.stderr, width
-        self.start = time.monotonic()
-        self.first: Optional[int] = None
-        self.last_draw = 0.0
-        self.tty = self.stream.isatty()
-
-    def __call__(self, done: int, total: int, failed: int) -> None:
-        now = time.monotonic()
-        if self.first is None:
-            self.first = done - 1  # images accounted before this run (a resume) do not count in the rate
-        final = done >= total
-        if not final and now - self.last_draw < (0.25 if self.tty else 10.0):
-            return
-        self.last_draw = now
-        rate = (done - self.first) / max(now - self.start, 1e-9)
-        fill = int(self.width * done / max(total, 1))
-        line = (f"eval {done}/{total} [{'#' * fill}{'.' * (self.width - fill)}] {100 * done / max(total, 1):3.0f}% "
-                f"{rate:.2f} img/s failed {failed}")
-        self.stream.write(("\r" + line) if self.tty else line + "\n")
-        if final and self.tty:
-            self.stream.write("\n")
-        self.stream.flush()
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -128,7 +100,7 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        report = evaluate(predictor, settings, progress=ProgressBar())
+        report = evaluate(predictor, settings, progress=Progress(0, "eval"))
     except KeyboardInterrupt:
         print("interrupted" + (f"; rerun with --state {args.state} to resume" if args.state else ""), file=sys.stderr)
         return 130

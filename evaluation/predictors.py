@@ -17,9 +17,9 @@ from typing import Any, Optional, Protocol, Sequence
 
 import numpy as np
 
-from .contract import CONFIG_FILE, INPUT_NAME, ONNX_FILE, ModelContract, Resize, read_config_file
-from .pipeline import preprocess, postprocess
-from .prediction import Prediction
+from clients.contract import CONFIG_FILE, INPUT_NAME, ONNX_FILE, ModelContract, Resize, read_config_file
+from clients.pipeline import preprocess, postprocess
+from clients.prediction import Prediction
 
 log = logging.getLogger(__name__)
 BACKENDS = ("triton", "onnx", "torch")
@@ -187,7 +187,7 @@ class TritonPredictor:
     backend = "triton"
 
     def __init__(self, url: str, model: str, **client_kwargs: Any) -> None:
-        from .client import DenseClient
+        from clients.client import DenseClient
 
         urls = [u.strip() for u in url.split(",") if u.strip()]
         self.client = DenseClient(urls if len(urls) > 1 else urls[0], model, **client_kwargs)

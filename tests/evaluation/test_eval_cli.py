@@ -1,4 +1,4 @@
-"""`python -m clients eval | merge | compare` end to end, including a SIGKILLed run that resumes."""
+"""`python -m evaluation eval | merge | compare` end to end, including a SIGKILLed run that resumes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from clients.__main__ import main
+from evaluation.__main__ import main
 from evalkit import make_pixelport, publish_toy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,7 +69,7 @@ def test_cli_errors_become_exit_codes(setup, tmp_path, capsys):
 @pytest.mark.slow
 def test_sigkilled_eval_resumes_to_the_same_report(setup, tmp_path):
     model_dir, data = setup
-    cmd = [sys.executable, "-m", "clients", "eval", "--backend", "onnx", "--model-dir", str(model_dir),
+    cmd = [sys.executable, "-m", "evaluation", "eval", "--backend", "onnx", "--model-dir", str(model_dir),
            "--data", str(data), "--pictures", "2"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     subprocess.run(cmd + ["--out", str(tmp_path / "ref")], check=True, cwd=ROOT, env=env, capture_output=True)
@@ -102,3 +102,14 @@ def test_sigkilled_eval_resumes_to_the_same_report(setup, tmp_path):
     assert resumed["run"]["resumed"] and resumed["run"]["evaluated_this_run"] == 24 - len(killed_at["done"])
     assert without_run(resumed) == without_run(read(tmp_path / "ref"))
     assert "img/s" in done.stderr  # the progress bar
+
+
+def test_clients_eval_alias_forwards_for_one_release(setup, tmp_path, caplog):
+    from clients.__main__ import main as clients_main
+
+    model_dir, data = setup
+    out = tmp_path / "alias"
+    assert clients_main(["eval", "--backend", "onnx", "--model-dir", str(model_dir), "--data", str(data),
+                         "--out", str(out)]) == 0
+    assert read(out)["metrics"]["mIoU"] > 0.99
+    assert "moved to `python -m evaluation eval`" in caplog.text

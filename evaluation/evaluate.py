@@ -23,10 +23,11 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from .contract import checked_palette
-from .datasets import TARGET_KINDS, Dataset, DatasetOptions, Sample, SampleError, open_dataset
-from .images import ImageError, load_image
-from .metrics import DepthMetrics, MattingMetrics, Metrics, SegmentationMetrics, metrics_from_json
+from clients.contract import checked_palette
+from clients.files import atomic_path, atomic_write_json
+from clients.datasets import TARGET_KINDS, Dataset, DatasetOptions, Sample, SampleError, open_dataset
+from clients.images import ImageError, load_image
+from clients.metrics import DepthMetrics, MattingMetrics, Metrics, SegmentationMetrics, metrics_from_json
 from .predictors import Predictor
 
 log = logging.getLogger(__name__)
@@ -133,16 +134,6 @@ def fingerprint(predictor: Predictor, dataset: Dataset, s: EvalSettings, metrics
             "shard": list(s.shard), "limit": s.limit, "metrics": settings}
 
 
-def write_json_atomic(path: str, data: Any) -> None:
-    """Write, fsync, rename: a crash leaves the old file or the new one, never half of one."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 @dataclass
 class RunState:
     done: list[str] = field(default_factory=list)
@@ -245,11 +236,9 @@ def save_picture(folder: Path, outcome: Outcome, task: str) -> None:
 
     seg = task == "segmentation"
     target = outcome.target.astype(np.int32 if seg else np.float32)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{picture_name(outcome.sample.id)}.tmp.npz"
-    np.savez_compressed(tmp, id=outcome.sample.id, image=small(outcome.image, False),
-                        target=small(target, seg), pred=small(outcome.pred.astype(target.dtype), seg))
-    os.replace(tmp, folder / picture_name(outcome.sample.id))
+    with atomic_path(folder / picture_name(outcome.sample.id)) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, id=outcome.sample.id, image=small(outcome.image, False),
+                            target=small(target, seg), pred=small(outcome.pred.astype(target.dtype), seg))
 
 
 class _Run:
@@ -264,7 +253,7 @@ class _Run:
 
     def save(self, complete: bool = False) -> None:
         if self.s.state:
-            write_json_atomic(self.s.state, {
+            atomic_write_json(self.s.state, {
                 "version": STATE_VERSION, "fingerprint": self.expected, "complete": complete,
                 "done": self.state.done, "failed": self.state.failed, "metrics": self.metrics.to_json()})
             self.last_save = time.monotonic()

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients.evaluate import BackendError, EvalSettings, evaluate, merge_reports
-from clients.predictors import OnnxPredictor
-from clients.report import write_report
+from evaluation.evaluate import BackendError, EvalSettings, evaluate, merge_reports
+from evaluation.predictors import OnnxPredictor
+from evaluation.report import write_report
 from evalkit import make_pixelport, publish_toy, write_png
 
 

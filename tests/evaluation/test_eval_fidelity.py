@@ -9,8 +9,8 @@ import pytest
 
 from clients.__main__ import main
 from clients.contract import CONFIG_FILE, ModelContract, read_config_file
-from clients.evaluate import EvalSettings, evaluate
-from clients.predictors import OnnxPredictor, TorchPredictor, TritonPredictor
+from evaluation.evaluate import EvalSettings, evaluate
+from evaluation.predictors import OnnxPredictor, TorchPredictor, TritonPredictor
 
 # model -> (metric, tolerance, relative?)
 CHECKS = {"seg_unet": ("mIoU", 0.001, False), "depth_unet": ("abs_rel", 0.01, True),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from clients.letterbox import Letterbox
-from clients.predictors import OnnxPredictor, PredictorSettings, make_predictor
+from evaluation.predictors import OnnxPredictor, PredictorSettings, make_predictor
 from evalkit import blocky_image, publish_toy
 
 
@@ -69,7 +69,7 @@ def _checkpoint(path, task="segmentation", num_classes=3, width=4):
 
 def test_torch_predictor_computes_the_served_form(tmp_path, image):
     torch = pytest.importorskip("torch")
-    from clients.predictors import TorchPredictor
+    from evaluation.predictors import TorchPredictor
 
     model, meta = _checkpoint(tmp_path / "seg.pt")
     pred = TorchPredictor(str(tmp_path / "seg.pt"))

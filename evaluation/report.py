@@ -13,9 +13,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .metrics.depth import DEPTH_KEYS, HIGHER_IS_BETTER
-from .metrics.matting import MATTING_KEYS
-from .metrics.segmentation import PER_CLASS_KEYS, SUMMARY_KEYS
+from clients.metrics.depth import DEPTH_KEYS, HIGHER_IS_BETTER
+from clients.metrics.matting import MATTING_KEYS
+from clients.metrics.segmentation import PER_CLASS_KEYS, SUMMARY_KEYS
 
 log = logging.getLogger(__name__)
 MAX_FAILED_IN_MD = 50
@@ -269,5 +269,5 @@ def read_report(path: str) -> dict[str, Any]:
     if p.is_dir():
         p = p / "report.json"
     if not p.is_file():
-        raise FileNotFoundError(f"{p} does not exist; pass report directories written by `python -m clients eval`")
+        raise FileNotFoundError(f"{p} does not exist; pass report directories written by `python -m evaluation eval`")
     return json.loads(p.read_text())
