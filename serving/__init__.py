@@ -5,7 +5,7 @@ ready; `python -m serving start|status|stop|reload` is the command-line face of 
 """
 
 from .errors import ServingError
-from .launcher import TritonServer, start_server
+from .server import TritonServer, start_server
 from .settings import ServerSettings, free_ports
 from .stats import ModelStatus, collect_status, format_status
 

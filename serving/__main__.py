@@ -1,5 +1,7 @@
 """Command line for the Triton server: start, status, stop and reload.
 
+Run it from the repository root with the project's venv, e.g. `.venv/bin/python -m serving start`:
+
     python -m serving start --repository model_repository [--grpc-port 8001 --http-port 8000 --metrics-port 8002]
                             [--host 127.0.0.1] [--foreground] [--log FILE] [--tritonserver PATH]
     python -m serving status
@@ -19,7 +21,7 @@ from typing import Optional
 
 from . import state as state_store
 from .errors import ServingError
-from .launcher import TritonServer, start_server
+from .server import TritonServer, start_server
 from .leftovers import kill_stub_leftovers
 from .settings import MODES, ServerSettings, default_state_dir
 from .stats import collect_status, format_status
@@ -31,15 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where the running server is recorded (default: $PIXELPORT_STATE_DIR or "
                              f"{default_state_dir()})")
     common.add_argument("-v", "--verbose", action="store_true", help="log what the launcher does")
-    parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     start = verbs.add_parser("start", parents=[common], help="start Triton; returns when every model is ready")
     start.add_argument("--repository", type=Path, default=Path("model_repository"), help="Triton model repository")
     start.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for every interface)")
-    start.add_argument("--http-port", type=int, default=8000)
-    start.add_argument("--grpc-port", type=int, default=8001)
-    start.add_argument("--metrics-port", type=int, default=8002)
+    start.add_argument("--http-port", type=int, default=8000, help="HTTP/REST port (default: 8000)")
+    start.add_argument("--grpc-port", type=int, default=8001, help="gRPC port, what clients use (default: 8001)")
+    start.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port (default: 8002)")
     start.add_argument("--log", type=Path, default=None, help="server log file (default: <state-dir>/server.log)")
     start.add_argument("--tritonserver", type=Path, default=None, help="a full Triton binary (external mode)")
     start.add_argument("--mode", choices=MODES, default="auto",

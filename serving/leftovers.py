@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator, NamedTuple, Optional
 
 from .state import is_tritonserver
+from .wheel import STUB_NAME
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,6 @@ SHM_DIR = Path("/dev/shm")
 # Client-side system shared-memory regions are named `pixelport_<pid>_...` by pixelport clients, so a
 # region whose creating process is gone is a leftover that `stop` may remove without hurting anyone.
 CLIENT_SHM_PATTERN = re.compile(r"^pixelport_(\d+)_")
-STUB_NAME = "triton_python_backend_stub"
 KILL_WAIT_S = 5.0
 
 

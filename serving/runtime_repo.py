@@ -17,7 +17,8 @@ from typing import Optional
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from clients.contract import CONFIG_FILE, LABELS_FILE, ONNX_FILE, PLAN_FILE, ContractError, read_config_file
+from clients.contract import (CONFIG_FILE, LABELS_FILE, ONNX_FILE, PLAN_FILE, ContractError, list_versions,
+                              read_config_file)
 
 from .errors import ServingError
 
@@ -47,12 +48,6 @@ def find_models(repository: Path) -> list[Path]:
     return models
 
 
-def version_dirs(model_dir: Path, filename: str) -> list[Path]:
-    """Numeric version directories holding `filename`, oldest first (Triton ignores the others)."""
-    found = [p for p in Path(model_dir).iterdir() if p.is_dir() and p.name.isdigit() and (p / filename).is_file()]
-    return sorted(found, key=lambda p: int(p.name))
-
-
 def derive_repository(source: Path, runtime: Path, gpu_present: Optional[bool] = None) -> dict[str, str]:
     """(Re)build the whole runtime repository; returns {model: why it is skipped}."""
     models = find_models(source)
@@ -76,13 +71,13 @@ def derive_model(model_dir: Path, runtime: Path, gpu_present: bool) -> Optional[
     dest = Path(runtime) / model_dir.name
     config_path = model_dir / CONFIG_FILE
     try:
-        config = read_config_file(str(config_path))
+        config = read_config_file(config_path)
     except (OSError, ContractError) as exc:
         log.warning("model %s: config unreadable (%s); Triton will report why it fails", model_dir.name, exc)
         _replace_dir(dest, lambda tmp: _copy_if_exists(config_path, tmp / CONFIG_FILE))
         return None
     if config.platform == "tensorrt_plan" or config.backend == "tensorrt" or (
-        not version_dirs(model_dir, ONNX_FILE) and version_dirs(model_dir, PLAN_FILE)
+        not list_versions(model_dir, ONNX_FILE) and list_versions(model_dir, PLAN_FILE)
     ):
         if dest.exists():
             shutil.rmtree(dest)
@@ -91,18 +86,18 @@ def derive_model(model_dir: Path, runtime: Path, gpu_present: bool) -> Optional[
             "full Triton (--tritonserver PATH or the NGC container)"
         )
     runtime_config = runtime_model_config(config, gpu_present)
-    versions = version_dirs(model_dir, ONNX_FILE)
+    versions = list_versions(model_dir, ONNX_FILE)
 
     def build(tmp: Path) -> None:
         (tmp / CONFIG_FILE).write_text(text_format.MessageToString(runtime_config), encoding="utf-8")
         if (model_dir / LABELS_FILE).is_file():
             (tmp / LABELS_FILE).symlink_to((model_dir / LABELS_FILE).resolve())
-        for version in versions:
-            (tmp / version.name).mkdir()
+        for number, version in versions.items():
+            (tmp / str(number)).mkdir()
             # model.py is copied so the runtime repository is self-contained; the ONNX file is linked
             # (it can be large) and model.py loads its real path, so external data files resolve.
-            shutil.copyfile(RUNTIME_MODEL, tmp / version.name / "model.py")
-            (tmp / version.name / ONNX_FILE).symlink_to((version / ONNX_FILE).resolve())
+            shutil.copyfile(RUNTIME_MODEL, tmp / str(number) / RUNTIME_MODEL.name)
+            (tmp / str(number) / ONNX_FILE).symlink_to((version / ONNX_FILE).resolve())
 
     _replace_dir(dest, build)
     if not versions:

@@ -29,6 +29,9 @@ try:  # the stub provides this module; the unit tests import the pure helpers wi
 except ImportError:  # pragma: no cover - outside Triton
     pb_utils = None
 
+# Copies of clients/contract.py and serving/runtime_repo.py facts (this file may import neither);
+# tests/serving/test_serving_model_py.py pins each one to its source.
+CONFIG_FILE = "config.pbtxt"
 ONNX_FILE = "model.onnx"
 THREADS_PARAM = "pixelport.intra_op_threads"
 REQUESTED_KIND_PARAM = "pixelport.runtime.requested_kind"
@@ -176,7 +179,7 @@ class TritonPythonModel:
                 if ORT_DTYPES.get(node.type) != spec.dtype.type:
                     raise RuntimeError(
                         f"model {self.name!r}: {kind} {spec.name!r} is {node.type} in the graph but "
-                        f"{spec.type_name} in config.pbtxt; re-export the model"
+                        f"{spec.type_name} in {CONFIG_FILE}; re-export the model"
                     )
 
     # ---- inference -----------------------------------------------------------------------------

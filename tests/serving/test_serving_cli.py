@@ -30,6 +30,21 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+def test_every_flag_has_help_and_the_docstring_shows_the_run_command():
+    import argparse
+
+    from serving.__main__ import __doc__ as doc
+    from serving.__main__ import build_parser
+
+    parser = build_parser()
+    verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in verbs.choices.items():
+        for action in sub._actions:
+            if action.option_strings:
+                assert action.help, f"`{name} {action.option_strings[0]}` has no help text"
+    assert "python -m serving start --repository" in doc
+
+
 def test_start_on_missing_repository(tmp_path):
     line = one_error_line(run_cli("start", "--repository", str(tmp_path / "nope"), "--state-dir", str(tmp_path)))
     assert "does not exist" in line and str(tmp_path / "nope") in line

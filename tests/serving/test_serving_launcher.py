@@ -1,4 +1,4 @@
-"""Launcher pieces that need no running server: settings, modes, command line, env, state, cleanup."""
+"""Server pieces that need no running server: settings, modes, command line, env, state, cleanup."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import pytest
 import serving_toys as toys
 from serving import ServerSettings, ServingError, format_status, start_server
 from serving import state as state_store
-from serving.launcher import (check_ports_free, choose_mode, embedded_env, prepare_backend_dir, server_command,
-                              wheel_dist_dir)
+from serving.process import check_ports_free, choose_mode, server_command
+from serving.wheel import dist_dir as wheel_dist_dir
+from serving.wheel import embedded_env, prepare_backend_dir
 from serving.leftovers import remove_shm_leftovers
 from serving.stats import ModelStatus, short_reason
 

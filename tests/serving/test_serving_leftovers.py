@@ -16,7 +16,7 @@ import serving_toys as toys
 from serving import start_server
 from serving import state as state_store
 from serving.__main__ import main as serving_main
-from serving.launcher import spawn
+from serving.process import spawn
 from serving.leftovers import STUB_NAME, kill_stub_leftovers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -134,7 +134,7 @@ def test_die_with_parent_survives_the_starting_thread():
 
 def test_die_with_parent_still_fires_when_the_process_exits():
     # The child must not hold our stdout pipe, or run() would wait for it.
-    code = ("import subprocess; from serving.launcher import spawn; print(spawn(['sleep', '30'], "
+    code = ("import subprocess; from serving.process import spawn; print(spawn(['sleep', '30'], "
             "die_with_parent=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).pid, flush=True)")
     parent = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert parent.returncode == 0, parent.stderr

@@ -44,3 +44,18 @@ def test_default_threads_share_the_cores(runtime_model):
     assert cores >= 1
     assert runtime_model.default_threads(cores * 4) == 1
     assert runtime_model.default_threads(2) == max(1, cores // 2)
+
+
+def test_copied_constants_match_the_contract(runtime_model):
+    """model.py is self-contained (it runs inside the stub), so it copies a few facts: pin them."""
+    import clients.contract as contract
+    from serving import runtime_repo
+
+    assert runtime_model.ONNX_FILE == contract.ONNX_FILE
+    assert runtime_model.CONFIG_FILE == contract.CONFIG_FILE
+    assert runtime_model.THREADS_PARAM == contract.PARAM_PREFIX + "intra_op_threads"
+    assert runtime_model.THREADS_PARAM in contract.ModelContract(
+        "m", "depth", contract.Resize("stride", stride=8), output_kind="depth", intra_op_threads=2).parameters()
+    for name in ("REQUESTED_KIND_PARAM", "ACCELERATOR_PARAM", "ACCELERATOR_PRECISION_PARAM"):
+        assert getattr(runtime_model, name) == getattr(runtime_repo, name), name
+    assert {k: np.dtype(v).name for k, v in runtime_model.NUMPY_DTYPES.items()} == contract.NUMPY_DTYPE_NAMES
