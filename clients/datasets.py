@@ -16,7 +16,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+from .images import IMAGE_EXTENSIONS
+
 TARGET_KINDS = {"segmentation": "labels", "depth": "depth", "matting": "alpha"}
 
 CITYSCAPES_CLASSES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
@@ -160,7 +161,7 @@ def _images_under(folder: Path, suffix: Optional[str] = None) -> list[Path]:
         return []
     if suffix:
         return sorted(p for p in folder.rglob(f"*{suffix}") if p.is_file())
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def _need_dir(path: Path, layout: str) -> Path:

@@ -27,7 +27,8 @@ from clients.contract import checked_palette
 from clients.files import atomic_path, atomic_write_json
 from clients.datasets import TARGET_KINDS, Dataset, DatasetOptions, Sample, SampleError, open_dataset
 from clients.images import ImageError, load_image
-from clients.metrics import DepthMetrics, MattingMetrics, Metrics, SegmentationMetrics, metrics_from_json
+from clients.metrics import DepthMetrics, Metrics, SegmentationMetrics, metrics_from_json
+from clients.metrics.tasks import DEFAULT_DEPTH_RANGE, make_metrics
 from .predictors import Predictor
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class EvalSettings:
     out: Optional[str] = None  # report directory; sample pictures go to out/samples
     limit: Optional[int] = None  # evaluate only the first N samples of the split
     min_depth: float = 1e-3
-    max_depth: Optional[float] = None  # None: the dataset's range, else 10 m (NYU)
+    max_depth: Optional[float] = None  # None: the dataset's range, else the depth task's default (80 m)
     alignment: Optional[str] = None  # None: "scale_shift" for relative-depth models, else "none"
     crop: Optional[str] = None
     trimap_kernel: int = 10
@@ -115,13 +116,13 @@ def build_metrics(predictor: Predictor, dataset: Dataset, s: EvalSettings) -> Me
             raise ValueError(f"the {dataset.layout} dataset has {dataset.num_classes} classes but model "
                              f"{c.name!r} predicts {c.num_classes}; evaluate a model trained for this dataset")
         names = c.class_names or dataset.class_names or None
-        return SegmentationMetrics(c.num_classes, ignore_index=dataset.ignore_index,
-                                   reduce_zero_label=dataset.reduce_zero_label, class_names=names)
+        return make_metrics("segmentation", num_classes=c.num_classes, ignore_index=dataset.ignore_index,
+                            reduce_zero_label=dataset.reduce_zero_label, class_names=names)
     if c.task == "depth":
-        max_depth = s.max_depth or (dataset.depth_range[1] if dataset.depth_range else 10.0)
+        max_depth = s.max_depth or (dataset.depth_range or DEFAULT_DEPTH_RANGE)[1]
         alignment = s.alignment or ("scale_shift" if c.depth_kind == "relative" else "none")
-        return DepthMetrics(s.min_depth, max_depth, alignment, s.crop)
-    return MattingMetrics(trimap_kernel=s.trimap_kernel)
+        return make_metrics("depth", depth_range=(s.min_depth, max_depth), alignment=alignment, crop=s.crop)
+    return make_metrics("matting", trimap_kernel=s.trimap_kernel)
 
 
 # ---- state file -----------------------------------------------------------------------------------

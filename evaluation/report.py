@@ -13,9 +13,10 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from clients.metrics.depth import DEPTH_KEYS, HIGHER_IS_BETTER
 from clients.metrics.matting import MATTING_KEYS
-from clients.metrics.segmentation import PER_CLASS_KEYS, SUMMARY_KEYS
+from clients.outputs import colorize
+from clients.metrics.segmentation import PER_CLASS_KEYS
+from clients.metrics.tasks import TASK_METRICS, higher_is_better
 
 log = logging.getLogger(__name__)
 MAX_FAILED_IN_MD = 50
@@ -32,13 +33,13 @@ def num(value: Optional[float], digits: int = 4) -> str:
 
 def metric_cell(task: str, key: str, value: Optional[float]) -> str:
     """How a headline metric prints: segmentation and depth deltas in percent, errors as numbers."""
-    if task == "segmentation" or key in HIGHER_IS_BETTER:
+    if task == "segmentation" or higher_is_better(task, key):
         return pct(value)
     return num(value, 2 if key == "silog" else 4)
 
 
 def metric_keys(task: str) -> tuple[str, ...]:
-    return {"segmentation": SUMMARY_KEYS, "depth": DEPTH_KEYS, "matting": MATTING_KEYS}[task]
+    return TASK_METRICS[task].keys
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -180,13 +181,6 @@ def plot_per_class(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    out = np.zeros(labels.shape + (3,), np.uint8)
-    inside = (labels >= 0) & (labels < len(palette))
-    out[inside] = palette[labels[inside]]
-    return out  # ignore / out-of-range stay black
-
-
 def _load_samples(folder: Path) -> list[dict[str, np.ndarray]]:
     samples = []
     for p in sorted(folder.glob("*.npz")):
@@ -213,7 +207,7 @@ def plot_samples(report: dict[str, Any], samples: list[dict[str, np.ndarray]], p
         row[0].imshow(image)
         row[0].set_ylabel(str(smp["id"]), fontsize=7)
         if task == "segmentation":
-            blend = lambda lab: (0.5 * image + 0.5 * _colorize(lab, palette)).astype(np.uint8)  # noqa: E731
+            blend = lambda lab: (0.5 * image + 0.5 * colorize(lab, palette)).astype(np.uint8)  # noqa: E731
             row[1].imshow(blend(target))
             row[2].imshow(blend(pred))
         elif task == "depth":

@@ -18,6 +18,8 @@ import sys
 import warnings
 from typing import Optional, Sequence
 
+from clients.cli_args import hw_arg
+
 from .errors import ExportError, ParityError
 from .settings import ExportSettings
 
@@ -31,14 +33,6 @@ def _floats(text: str) -> tuple[float, ...]:
         return tuple(float(v) for v in text.replace(",", " ").split())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected three numbers like '0.485,0.456,0.406', got {text!r}") from None
-
-
-def _hw(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-        return h, w
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW like 64x64, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     form.add_argument("--static", action="store_true", help="fixed H/W graph (for TensorRT)")
     form.add_argument("--max-batch", type=int, default=8)
     form.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
-    form.add_argument("--min-size", type=_hw, help="profile minimum HxW (default 32x32)")
-    form.add_argument("--max-size", type=_hw, help="profile maximum HxW (default max(2 x opt, 384))")
+    form.add_argument("--min-size", type=hw_arg, help="profile minimum HxW (default 32x32)")
+    form.add_argument("--max-size", type=hw_arg, help="profile maximum HxW (default max(2 x opt, 384))")
     form.add_argument("--instances", type=int, default=1, help="Triton instance count")
     prec = p.add_argument_group("precision")
     prec.add_argument("--fp16", action="store_true", help="fp16 weights/compute, same I/O types")

@@ -22,14 +22,13 @@ import torch
 from clients.contract import INPUT_NAME, ModelContract
 from clients.datasets import TARGET_KINDS, SampleError, open_dataset
 from clients.images import ImageError, find_images, load_image
-from clients.metrics import DepthMetrics, MattingMetrics, SegmentationMetrics
+from clients.metrics.tasks import TASK_METRICS, make_metrics
 from clients.pipeline import postprocess, preprocess
 
 from .errors import ExportError
 
 log = logging.getLogger(__name__)
 # task -> (metric key, higher is better)
-METRIC = {"segmentation": ("mIoU", True), "depth": ("abs_rel", False), "matting": ("mse", False)}
 
 
 @dataclass
@@ -111,28 +110,20 @@ def _predict(run: Runner, sample: Sample, contract: ModelContract) -> np.ndarray
 
 
 def _metric(task: str, contract: ModelContract, pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
-    key = METRIC[task][0]
-    if task == "segmentation":
-        m = SegmentationMetrics(contract.num_classes, contract.ignore_index)
-        for pred, gt in pairs:
-            m.update(pred, gt)
-        return float(m.compute()[key])
-    if task == "depth":
-        d = DepthMetrics(min_depth=1e-3, max_depth=1e6)
-        for i, (pred, gt) in enumerate(pairs):
-            d.update(pred, gt, key=str(i))
-        return float(d.compute()[key])
-    mm = MattingMetrics()
+    m = make_metrics(task, num_classes=contract.num_classes, ignore_index=contract.ignore_index)
     for i, (pred, gt) in enumerate(pairs):
-        mm.update(pred, gt, key=str(i))
-    return float(mm.compute()[key])
+        if task == "segmentation":
+            m.update(pred, gt)
+        else:
+            m.update(pred, gt, key=str(i))
+    return float(m.compute()[TASK_METRICS[task].primary])
 
 
 def compare_on_samples(baseline: Runner, candidate: Runner, contract: ModelContract, samples: list[Sample],
                        names: tuple[str, str]) -> dict[str, Any]:
     """The task metric of two runners on the samples (through the clients' own letterbox and
     inverse), and the candidate's change; `names` label them (e.g. ("pytorch", "onnx"))."""
-    key, higher_better = METRIC[contract.task]
+    key, higher_better = TASK_METRICS[contract.task].primary, TASK_METRICS[contract.task].higher_is_better
     base_preds = [_predict(baseline, s, contract) for s in samples]
     cand_preds = [_predict(candidate, s, contract) for s in samples]
     with_gt = [i for i, s in enumerate(samples) if s.target is not None and s.target.shape == base_preds[i].shape]

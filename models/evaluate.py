@@ -2,7 +2,7 @@
 
 Each image is letterboxed to the training size exactly as a client does (clients.letterbox), and
 the metrics (clients.metrics) are taken on the letterboxed content, padding cropped away. The
-full evaluation harness, at the original image size through Triton, lives in clients/.
+full evaluation harness, at the original image size through Triton, lives in evaluation/.
 """
 
 from __future__ import annotations
@@ -13,21 +13,14 @@ import torch
 from torch import nn
 
 from clients.letterbox import Letterbox, resize_nearest
-from clients.metrics import DepthMetrics, MattingMetrics, SegmentationMetrics
+from clients.metrics.tasks import make_metrics
 
 from .data import PAD_VALUE, SynthDataset, to_tensor
 
-PRIMARY = {"segmentation": "mIoU", "depth": "abs_rel", "matting": "sad"}
-HIGHER_IS_BETTER = {"mIoU": True, "abs_rel": False, "sad": False}
-
 
 def _metrics(task: str, meta: dict):
-    if task == "segmentation":
-        return SegmentationMetrics(meta["num_classes"], meta.get("ignore_index", 255))
-    if task == "depth":
-        lo, hi = meta.get("depth_range", (1e-3, 80.0))
-        return DepthMetrics(min_depth=lo, max_depth=hi)
-    return MattingMetrics()
+    return make_metrics(task, num_classes=meta.get("num_classes", 0), ignore_index=meta.get("ignore_index", 255),
+                        depth_range=meta.get("depth_range"))
 
 
 def _batches(dataset: SynthDataset, size: tuple[int, int], batch_size: int) -> Iterator[tuple[torch.Tensor, list, list]]:
@@ -50,7 +43,7 @@ def _batches(dataset: SynthDataset, size: tuple[int, int], batch_size: int) -> I
 def validate(model: nn.Module, dataset: SynthDataset, task: str, meta: dict, size: tuple[int, int], batch_size: int = 8,
              device: str = "cpu") -> dict[str, float]:
     """{metric: value} over the dataset's raw images letterboxed to `size` (H, W); the task's
-    PRIMARY metric included."""
+    task's primary metric (clients.metrics.tasks) included."""
     was_training = model.training
     model.eval()
     metrics = _metrics(task, meta)

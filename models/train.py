@@ -26,7 +26,9 @@ from clients.progress import Progress
 
 from .checkpoint import CheckpointError, load_weights, read_checkpoint
 from .data import IGNORE_INDEX, MEAN, PAD_VALUE, STD, SynthDataset, read_meta
-from .evaluate import HIGHER_IS_BETTER, PRIMARY, validate
+from clients.metrics.tasks import TASK_METRICS
+
+from .evaluate import validate
 from .registry import TASKS, create_model
 
 log = logging.getLogger(__name__)
@@ -284,7 +286,7 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
     log.info("training %s/%s on %d images (%d val), %d steps/epoch, %d threads",
              cfg.arch, cfg.task, len(train_set), len(val_set), steps_per_epoch, torch.get_num_threads())
 
-    metric_name = PRIMARY[cfg.task]
+    metric_name = TASK_METRICS[cfg.task].primary
     result: dict[str, Any] = history[-1] if history else {}
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.monotonic()
@@ -318,4 +320,4 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
         if cfg.stop_after and epoch + 1 >= cfg.stop_after and epoch + 1 < cfg.epochs:
             log.info("stopping after epoch %d as asked; continue with --resume %s", epoch + 1, cfg.out)
             break
-    return {"metric": metric_name, "higher_is_better": HIGHER_IS_BETTER[metric_name], **result}
+    return {"metric": metric_name, "higher_is_better": TASK_METRICS[cfg.task].higher_is_better, **result}
