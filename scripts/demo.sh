@@ -62,12 +62,12 @@ ls "$DATA/images/val" | head -6 | while read -r f; do cp "$DATA/images/val/$f" "
 
 step "6/7 evaluate: PyTorch in-process vs Triton over gRPC on the val split"
 for m in seg_unet depth_unet; do
-  "$PY" -m clients eval --backend torch --checkpoint "$WORK/checkpoints/$m.pt" --like "$REPO/$m" \
+  "$PY" -m evaluation eval --backend torch --checkpoint "$WORK/checkpoints/$m.pt" --like "$REPO/$m" \
       --data "$DATA" --split val --out "$WORK/eval/$m-torch"
-  "$PY" -m clients eval --backend triton --url "$URL" --model "$m" --data "$DATA" --split val \
+  "$PY" -m evaluation eval --backend triton --url "$URL" --model "$m" --data "$DATA" --split val \
       --concurrency 2 --out "$WORK/eval/$m-triton"
 done
-"$PY" -m clients compare "$WORK"/eval/*-torch "$WORK"/eval/*-triton | tee "$WORK/eval/table.md"
+"$PY" -m evaluation compare "$WORK"/eval/*-torch "$WORK"/eval/*-triton | tee "$WORK/eval/table.md"
 
 step "7/7 latency of the served segmentation model (perf_analyzer style)"
 "$PY" -m benchmarks latency --url "$URL" --model seg_unet --concurrency 1,2,4 --images "$WORK/infer_inputs" \
