@@ -5,11 +5,17 @@
     python -m evaluation eval --backend torch --checkpoint ckpt.pt --data DIR --shard 0/2 --state s0.json --out DIR
     python -m evaluation merge DIR0 DIR1 --out DIR
     python -m evaluation compare DIR_TORCH DIR_TRITON
+
+Exit codes (eval and merge), for CI: 0 success; 1 the run could not finish (data or backend
+error); 2 bad arguments; 3 some inputs failed (--allow-failures accepts them); 4 no image was
+evaluated; 5 ground truth holds ids the model cannot predict (--ignore-unknown-ids accepts them,
+and the report's headline says so); 130 interrupted. The report is written in cases 0, 3, 4 and 5.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 
@@ -18,6 +24,8 @@ from clients.datasets import LAYOUTS, DatasetOptions
 from clients.progress import Progress
 
 log = logging.getLogger(__name__)
+EXIT_ERROR, EXIT_USAGE = 1, 2
+EXIT_CODES = {"failed_inputs": 3, "nothing_evaluated": 4, "unknown_ids": 5}  # evaluate.Problem.kind -> code
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -43,6 +51,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--reduce-zero-label", action=argparse.BooleanOptionalAction, default=None,
                    help="map label 0 to ignore and shift the rest down (default: on for ADE20K only)")
     d.add_argument("--limit", type=int, help="evaluate only the first N samples")
+    d.add_argument("--label-map", metavar="FILE",
+                   help='segmentation: JSON {"src id": dst id, ...} applied to the ground truth before '
+                        "reduce_zero_label (e.g. to fold a dataset's ids onto the model's classes)")
+    d.add_argument("--class-names", metavar="FILE",
+                   help="segmentation: class names for the report, one a line (or a JSON list); "
+                        "default: the model's, else the dataset's built-in names")
     m = p.add_argument_group("metrics")
     m.add_argument("--min-depth", type=float, default=1e-3)
     m.add_argument("--max-depth", type=float, help="default: the dataset's range, else 10 (NYU)")
@@ -58,17 +72,61 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--max-rate", type=float, help="cap requests per second (spare a shared server)")
     r.add_argument("--pictures", type=int, default=8, help="sample pictures in the report")
     r.add_argument("--out", required=True, help="report directory")
+    _add_verdict_flags(r)
     p.set_defaults(run=run_eval)
 
-    mp = subparsers.add_parser("merge", help="merge shard reports into one report")
+    mp = subparsers.add_parser("merge", help="merge shard reports into one report",
+                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mp.add_argument("reports", nargs="+", help="report directories (or report.json files)")
-    mp.add_argument("--out", required=True)
-    mp.add_argument("--pictures", type=int, default=8)
+    mp.add_argument("--out", required=True, help="merged report directory")
+    mp.add_argument("--pictures", type=int, default=8, help="sample pictures in the merged report")
+    mp.add_argument("--allow-partial", action="store_true",
+                    help="merge shards that do not cover the whole split (default: refuse)")
+    _add_verdict_flags(mp)
     mp.set_defaults(run=run_merge)
 
     cp = subparsers.add_parser("compare", help="print reports' headline metrics side by side")
     cp.add_argument("reports", nargs="+", help="report directories (or report.json files)")
     cp.set_defaults(run=run_compare)
+
+
+def _add_verdict_flags(group) -> None:
+    group.add_argument("--allow-failures", action="store_true",
+                       help="exit 0 even when some inputs failed (they are still listed in the report)")
+    group.add_argument("--ignore-unknown-ids", action="store_true",
+                       help="segmentation: drop ground-truth ids the model cannot predict instead of failing "
+                            "(exit 5); the report's headline says they were dropped")
+
+
+def read_label_map(path: str) -> dict[int, int]:
+    """{src: dst} from a JSON object file; keys and values must be integer ids."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return {int(k): int(v) for k, v in data.items()}
+    except (OSError, ValueError, TypeError) as exc:
+        raise ValueError(f"--label-map {path}: {exc}; expected a JSON object of ids, e.g. {{\"7\": 0, \"8\": 1}}") \
+            from None
+
+
+def read_class_names(path: str) -> tuple[str, ...]:
+    """Class names from a text file (one a line) or a JSON list."""
+    try:
+        text = open(path, encoding="utf-8").read()
+    except OSError as exc:
+        raise ValueError(f"--class-names {path}: {exc}") from None
+    if text.lstrip().startswith("["):
+        try:
+            names = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--class-names {path}: not a JSON list ({exc})") from None
+    else:
+        names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"--class-names {path}: expected one name a line, or a JSON list of strings")
+    return tuple(names)
 
 
 def _settings(args: argparse.Namespace):
@@ -84,8 +142,21 @@ def _settings(args: argparse.Namespace):
                             concurrency=args.concurrency, shard=parse_shard(args.shard), state=args.state,
                             out=args.out, limit=args.limit, min_depth=args.min_depth, max_depth=args.max_depth,
                             alignment=args.alignment, crop=args.crop, trimap_kernel=args.trimap_kernel,
-                            num_pictures=args.pictures, state_every=args.state_every, max_rate=args.max_rate)
+                            num_pictures=args.pictures, state_every=args.state_every, max_rate=args.max_rate,
+                            label_map=read_label_map(args.label_map) if args.label_map else None,
+                            class_names=read_class_names(args.class_names) if args.class_names else None,
+                            ignore_unknown_ids=args.ignore_unknown_ids)
     return predictor, settings
+
+
+def verdict(report: dict, allow_failures: bool) -> int:
+    """Print one line per problem and return the exit code of the most serious one (0: none)."""
+    from .evaluate import check_report
+
+    problems = check_report(report, allow_failures)
+    for problem in problems:
+        print(f"error: {problem.message}", file=sys.stderr)
+    return EXIT_CODES[problems[0].kind] if problems else 0
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -98,7 +169,7 @@ def run_eval(args: argparse.Namespace) -> int:
         predictor = make_predictor(predictor_settings)
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:  # RuntimeError: server unreachable
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         report = evaluate(predictor, settings, progress=Progress(0, "eval"))
     except KeyboardInterrupt:
@@ -106,13 +177,13 @@ def run_eval(args: argparse.Namespace) -> int:
         return 130
     except (ValueError, FileNotFoundError, BackendError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     finally:
         predictor.close()
     paths = write_report(report, args.out)
     print(comparison_table([report]))
     print(f"wrote {', '.join(paths)}")
-    return 0
+    return verdict(report, args.allow_failures)
 
 
 def run_merge(args: argparse.Namespace) -> int:
@@ -120,15 +191,16 @@ def run_merge(args: argparse.Namespace) -> int:
     from .report import comparison_table, read_report, write_report
 
     try:
-        merged = merge_reports([read_report(p) for p in args.reports])
+        merged = merge_reports([read_report(p) for p in args.reports], allow_partial=args.allow_partial)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
+    merged["ignore_unknown_ids"] = merged["ignore_unknown_ids"] or args.ignore_unknown_ids
     collect_pictures([p for p in args.reports], args.out, args.pictures)
     paths = write_report(merged, args.out)
     print(comparison_table([merged]))
     print(f"wrote {', '.join(paths)}")
-    return 0
+    return verdict(merged, args.allow_failures)
 
 
 def run_compare(args: argparse.Namespace) -> int:

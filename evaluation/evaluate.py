@@ -61,6 +61,9 @@ class EvalSettings:
     state_every: float = 2.0  # seconds between state checkpoints (0 = after every image)
     max_rate: Optional[float] = None  # images/s cap, to spare a shared production server
     abort_after: int = 10  # backend failures, with no success yet, that stop the run
+    label_map: Optional[dict[int, int]] = None  # gt id -> id, applied before reduce_zero_label
+    class_names: Optional[tuple[str, ...]] = None  # overrides the model's and the dataset's names
+    ignore_unknown_ids: bool = False  # gt ids outside the model's classes are dropped, not an error
 
     def __post_init__(self) -> None:
         index, count = self.shard
@@ -112,16 +115,25 @@ class _RateLimiter:
 def build_metrics(predictor: Predictor, dataset: Dataset, s: EvalSettings) -> Metrics:
     c = predictor.contract
     if c.task == "segmentation":
-        if dataset.num_classes and dataset.num_classes != c.num_classes:
+        # A label map redefines the dataset's ids, so its own class count no longer applies.
+        if dataset.num_classes and dataset.num_classes != c.num_classes and not s.label_map:
             raise ValueError(f"the {dataset.layout} dataset has {dataset.num_classes} classes but model "
-                             f"{c.name!r} predicts {c.num_classes}; evaluate a model trained for this dataset")
-        names = c.class_names or dataset.class_names or None
+                             f"{c.name!r} predicts {c.num_classes}; evaluate a model trained for this dataset "
+                             "(or map the dataset's ids with --label-map FILE)")
+        if s.class_names and len(s.class_names) != c.num_classes:
+            raise ValueError(f"--class-names gives {len(s.class_names)} names but model {c.name!r} "
+                             f"predicts {c.num_classes} classes")
+        own = dataset.class_names if len(dataset.class_names) == c.num_classes else ()
+        names = s.class_names or c.class_names or own or None
         return make_metrics("segmentation", num_classes=c.num_classes, ignore_index=dataset.ignore_index,
-                            reduce_zero_label=dataset.reduce_zero_label, class_names=names)
+                            reduce_zero_label=dataset.reduce_zero_label, label_map=s.label_map,
+                            class_names=names)
     if c.task == "depth":
         max_depth = s.max_depth or (dataset.depth_range or DEFAULT_DEPTH_RANGE)[1]
-        alignment = s.alignment or ("scale_shift" if c.depth_kind == "relative" else "none")
-        return make_metrics("depth", depth_range=(s.min_depth, max_depth), alignment=alignment, crop=s.crop)
+        prediction = "disparity" if c.depth_kind == "disparity" else "depth"
+        alignment = s.alignment or ("none" if c.depth_kind == "metric" else "scale_shift")
+        return make_metrics("depth", depth_range=(s.min_depth, max_depth), alignment=alignment, crop=s.crop,
+                            depth_prediction=prediction)
     return make_metrics("matting", trimap_kernel=s.trimap_kernel)
 
 
@@ -340,10 +352,13 @@ def metrics_section(metrics: Metrics) -> dict[str, Any]:
         out["confusion_matrix"] = metrics.confusion.tolist()
         out["out_of_range_predictions"] = metrics.out_of_range.tolist()
         out["invalid_gt_pixels"] = metrics.invalid_gt
-        out["metric_settings"] = {"ignore_index": metrics.ignore_index, "reduce_zero_label": metrics.reduce_zero_label}
+        out["unknown_ids"] = {str(k): v for k, v in sorted(metrics.unknown_ids.items())}
+        out["metric_settings"] = {"ignore_index": metrics.ignore_index, "reduce_zero_label": metrics.reduce_zero_label,
+                                  "label_map": {str(k): v for k, v in sorted(metrics.label_map.items())}}
     elif isinstance(metrics, DepthMetrics):
         out["metric_settings"] = {"min_depth": metrics.min_depth, "max_depth": metrics.max_depth,
-                                  "alignment": metrics.alignment, "crop": metrics.crop}
+                                  "alignment": metrics.alignment, "crop": metrics.crop,
+                                  "prediction": metrics.prediction}
         out["skipped"] = [{"id": k, "reason": v} for k, v in sorted(metrics.table.skipped.items())]
     else:
         out["metric_settings"] = {"trimap_kernel": metrics.trimap_kernel}
@@ -363,6 +378,7 @@ def build_report(predictor: Predictor, dataset: Dataset, s: EvalSettings, metric
                     "limit": s.limit},
         "shard": f"{s.shard[0]}/{s.shard[1]}",
         "num_images": num_images, "num_evaluated": len(state.done), "num_failed": len(failed), "failed": failed,
+        "ignore_unknown_ids": s.ignore_unknown_ids,
     }
     report.update(metrics_section(metrics))
     if isinstance(metrics, SegmentationMetrics):
@@ -371,8 +387,21 @@ def build_report(predictor: Predictor, dataset: Dataset, s: EvalSettings, metric
     return report
 
 
-def merge_reports(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Merge shard reports of one model on one dataset split into the report one run would give."""
+def missing_shards(shards: Sequence[str]) -> list[str]:
+    """The i/n shards a set lacks to cover the split (['mixed'] when their n differ)."""
+    parsed = [parse_shard(p) for x in shards for p in x.split(",")]
+    counts = {n for _, n in parsed}
+    if len(counts) != 1:
+        return ["mixed shard counts " + ", ".join(sorted(set(shards)))]
+    n = counts.pop()
+    have = {i for i, _ in parsed}
+    return [f"{i}/{n}" for i in range(n) if i not in have]
+
+
+def merge_reports(reports: Sequence[dict[str, Any]], allow_partial: bool = False) -> dict[str, Any]:
+    """Merge shard reports of one model on one dataset split into the report one run would give.
+
+    A set that does not cover the split is refused unless `allow_partial`."""
     if not reports:
         raise ValueError("merge needs at least one report")
     first = reports[0]
@@ -389,9 +418,11 @@ def merge_reports(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
                              "merge only disjoint shards")
         ids |= set(r["evaluated_ids"])
         metrics.merge(metrics_from_json(r["state"]))
-    shards = [tuple(int(v) for v in r["shard"].split("/")) for r in reports]
-    counts = {n for _, n in shards}
-    complete = len(counts) == 1 and sorted(i for i, _ in shards) == list(range(counts.pop()))
+    missing = missing_shards([r["shard"] for r in reports])
+    if missing and not allow_partial:
+        raise ValueError(f"the shards do not cover the split (missing: {', '.join(missing)}); merge all of them, "
+                         "or pass --allow-partial")
+    complete = not missing
     failed = sorted((f for r in reports for f in r["failed"]), key=lambda f: (f["path"], f["error"]))
     merged = {
         "model": first["model"], "task": first["task"], "backend": first["backend"], "source": first["source"],
@@ -399,6 +430,7 @@ def merge_reports(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "shard": "0/1" if complete else ",".join(r["shard"] for r in reports),
         "num_images": sum(r["num_images"] for r in reports), "num_evaluated": len(ids),
         "num_failed": len(failed), "failed": failed,
+        "ignore_unknown_ids": any(r.get("ignore_unknown_ids") for r in reports),
     }
     if not complete:
         log.warning("merged shards %s do not cover the whole split", merged["shard"])
@@ -424,3 +456,43 @@ def collect_pictures(src_dirs: Sequence[str], out_dir: str, count: int) -> None:
         if found[name].resolve() != (dest / name).resolve():
             shutil.copyfile(found[name], dest / name)
 
+
+
+# ---- verdict (what a CI should make of a report) -----------------------------------------------------
+@dataclass(frozen=True)
+class Problem:
+    kind: str  # "nothing_evaluated" | "unknown_ids" | "failed_inputs"
+    message: str  # one line: what is wrong and what to do
+
+
+def format_unknown_ids(unknown: dict[str, int], limit: int = 8) -> str:
+    """'3 (120 px), 7 (5 px)': ground-truth ids and their pixel counts, the largest first."""
+    items = sorted(unknown.items(), key=lambda kv: (-kv[1], int(kv[0])))
+    text = ", ".join(f"{k} ({v} px)" for k, v in items[:limit])
+    return text + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def check_report(report: dict[str, Any], allow_failures: bool = False) -> list[Problem]:
+    """The reasons a run must not pass as a success, most serious first (empty: all good).
+
+    Ground-truth ids the model cannot predict are a problem unless the run was made with
+    `ignore_unknown_ids` (recorded in the report, whose headline then says so)."""
+    problems = []
+    if report["num_evaluated"] == 0:
+        first = report["failed"][0] if report["failed"] else None
+        why = (f"all {report['num_images']} failed (first: {first['path']}: {first['error']})" if first
+               else f"shard {report['shard']} of split {report['dataset']['split']!r} holds no image")
+        problems.append(Problem("nothing_evaluated", f"no image was evaluated: {why}"))
+        return problems
+    unknown = report.get("unknown_ids") or {}
+    if unknown and not report.get("ignore_unknown_ids"):
+        n = len(report.get("per_class") or [])
+        problems.append(Problem(
+            "unknown_ids", f"ground truth holds ids the model cannot predict (it has classes 0..{n - 1}): "
+            f"{format_unknown_ids(unknown)}; map them with --label-map FILE, or pass --ignore-unknown-ids"))
+    if report["num_failed"] and not allow_failures:
+        first = report["failed"][0]
+        problems.append(Problem(
+            "failed_inputs", f"{report['num_failed']} of {report['num_images']} images failed (first: "
+            f"{first['path']}: {first['error']}); see report.md, or pass --allow-failures"))
+    return problems

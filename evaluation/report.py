@@ -59,6 +59,7 @@ def render_markdown(report: dict[str, Any], pictures: Sequence[str] = ()) -> str
     out = [f"# Evaluation: {report['model']} ({report['backend']}, {task})\n",
            f"Data: `{ds['root']}` split `{ds['split']}` (layout {ds['layout']}), shard {report['shard']}. "
            f"Images: {report['num_images']}, evaluated {report['num_evaluated']}, failed {report['num_failed']}.\n"]
+    out += headline_warnings(report)
     unit = "percent" if task == "segmentation" else "deltas in percent" if task == "depth" else "mmagic units"
     out.append(f"## Metrics ({unit})\n")
     out.append(table(keys, [[metric_cell(task, k, report["metrics"].get(k)) for k in keys]]))
@@ -74,9 +75,6 @@ def render_markdown(report: dict[str, Any], pictures: Sequence[str] = ()) -> str
         if extra:
             out.append(f"\n{extra} pixels were predicted outside [0, {len(report['per_class'])}); "
                        "they count as misses of their ground-truth class.\n")
-        if report.get("invalid_gt_pixels"):
-            out.append(f"\n{report['invalid_gt_pixels']} ground-truth pixels hold ids that are neither a class "
-                       "nor the ignore index; they were dropped.\n")
     if report.get("skipped"):
         out.append(f"\n{len(report['skipped'])} images had no valid ground-truth pixel and are not in the means.\n")
     if report["failed"]:
@@ -93,6 +91,26 @@ def render_markdown(report: dict[str, Any], pictures: Sequence[str] = ()) -> str
     if run.get("images_per_s"):
         out.append(f"\nRun: {run['seconds']} s, {run['images_per_s']} images/s at concurrency {run.get('concurrency')}.\n")
     return "\n".join(out)
+
+
+def headline_warnings(report: dict[str, Any]) -> list[str]:
+    """Bold lines under the title for anything that qualifies the numbers below them."""
+    from .evaluate import format_unknown_ids
+
+    out = []
+    if report["num_evaluated"] == 0:
+        out.append("**No image was evaluated: there are no metrics.**\n")
+    unknown = report.get("unknown_ids") or {}
+    if unknown:
+        ids = format_unknown_ids(unknown)
+        if report.get("ignore_unknown_ids"):
+            out.append(f"**Ground-truth ids the model cannot predict were ignored (--ignore-unknown-ids): {ids}. "
+                       "Those pixels are not in the metrics.**\n")
+        else:
+            out.append(f"**Ground truth holds ids the model cannot predict: {ids}. Those pixels are not in the "
+                       "metrics, and the run fails; map them with --label-map FILE, or pass "
+                       "--ignore-unknown-ids.**\n")
+    return out
 
 
 HEADLINE = {"segmentation": ("mIoU", "aAcc", "mAcc"), "depth": ("abs_rel", "rmse", "delta1", "silog"),
@@ -235,7 +253,9 @@ def plot_samples(report: dict[str, Any], samples: list[dict[str, np.ndarray]], p
 
 
 def write_pictures(report: dict[str, Any], out: Path) -> list[str]:
-    written = []
+    written: list[str] = []
+    if not report["num_evaluated"]:  # empty heatmaps and bars would only look like results
+        return written
     if report["task"] == "segmentation" and report.get("per_class"):
         plot_confusion(report, out / "confusion_matrix.png")
         plot_per_class(report, out / "per_class_iou.png")

@@ -3,6 +3,8 @@
 Per image: valid mask `min_depth < gt < max_depth` (and an optional Garg/Eigen crop), optional
 alignment (median scaling, or MiDaS least-squares scale+shift in disparity space), predictions
 clipped to [min_depth, max_depth], then abs_rel, sq_rel, rmse, rmse_log, log10, delta1..3, silog.
+The prediction is depth (default) or disparity (relative inverse depth, as MiDaS, DPT and Depth
+Anything output); a disparity is aligned in its own space and scored as the depth it implies.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ DEPTH_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "delta1", "delta
 # Lower is better for errors, higher for the delta accuracies (used by reports).
 HIGHER_IS_BETTER = ("delta1", "delta2", "delta3")
 ALIGNMENTS = ("none", "median", "scale_shift")
+PREDICTIONS = ("depth", "disparity")  # what the model outputs
 CROPS = ("garg", "eigen_kitti", "eigen_nyu")
 
 
@@ -38,10 +41,11 @@ def crop_mask(shape: tuple[int, int], crop: Optional[str]) -> np.ndarray:
     return mask
 
 
-def scale_shift_disparity(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
-    """MiDaS `compute_scale_and_shift`: (s, t) minimising sum (s/pred + t - 1/gt)^2 (1-D arrays).
-    A singular system (e.g. a constant prediction) gives (0, 0), as in MiDaS."""
-    x = 1.0 / pred
+def scale_shift_disparity(pred: np.ndarray, gt: np.ndarray, prediction: str = "depth") -> tuple[float, float]:
+    """MiDaS `compute_scale_and_shift`: (s, t) minimising sum (s*x + t - 1/gt)^2 (1-D arrays), where
+    x is the predicted disparity: `pred` itself, or 1/pred for a depth prediction. A singular
+    system (e.g. a constant prediction) gives (0, 0), as in MiDaS."""
+    x = pred if prediction == "disparity" else 1.0 / pred
     y = 1.0 / gt
     a00, a01, a11 = float((x * x).sum()), float(x.sum()), float(x.size)
     b0, b1 = float((x * y).sum()), float(y.sum())
@@ -51,17 +55,20 @@ def scale_shift_disparity(pred: np.ndarray, gt: np.ndarray) -> tuple[float, floa
     return (a11 * b0 - a01 * b1) / det, (-a01 * b0 + a00 * b1) / det
 
 
-def align(pred: np.ndarray, gt: np.ndarray, alignment: str, max_depth: float) -> np.ndarray:
-    """Align valid-pixel predictions (1-D) to the ground truth before clipping."""
+def align(pred: np.ndarray, gt: np.ndarray, alignment: str, max_depth: float,
+          prediction: str = "depth") -> np.ndarray:
+    """Align valid-pixel predictions (1-D) to the ground truth before clipping; returns depth."""
+    if alignment == "scale_shift":
+        # Fit in disparity space, cap the disparity at 1/max_depth (MiDaS' depth cap), back to depth.
+        s, t = scale_shift_disparity(pred, gt, prediction)
+        x = pred if prediction == "disparity" else 1.0 / pred
+        return 1.0 / np.maximum(s * x + t, 1.0 / max_depth)
+    if prediction == "disparity":  # a scale-only alignment of 1/disparity is a depth up to scale
+        pred = 1.0 / pred
     if alignment == "none":
         return pred
     if alignment == "median":  # monodepth2: pred *= median(gt) / median(pred)
         return pred * (np.median(gt) / np.median(pred))
-    if alignment == "scale_shift":
-        # Fit in disparity space, cap the disparity at 1/max_depth (MiDaS' depth cap), back to depth.
-        s, t = scale_shift_disparity(pred, gt)
-        disparity = np.maximum(s / pred + t, 1.0 / max_depth)
-        return 1.0 / disparity
     raise ValueError(f"unknown depth alignment {alignment!r}; known: {', '.join(ALIGNMENTS)}")
 
 
@@ -88,11 +95,17 @@ class DepthMetrics(PerImageMetrics):
     """Per-image depth errors, averaged over images (images without a valid pixel are skipped)."""
 
     def __init__(self, min_depth: float = 1e-3, max_depth: float = 10.0, alignment: str = "none",
-                 crop: Optional[str] = None) -> None:
+                 crop: Optional[str] = None, prediction: str = "depth") -> None:
         if not 0 <= min_depth < max_depth:
             raise ValueError(f"need 0 <= min_depth < max_depth, got {min_depth}, {max_depth}")
         if alignment not in ALIGNMENTS:
             raise ValueError(f"unknown depth alignment {alignment!r}; known: {', '.join(ALIGNMENTS)}")
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"unknown depth prediction kind {prediction!r}; known: {', '.join(PREDICTIONS)}")
+        if prediction == "disparity" and alignment == "none":
+            raise ValueError("a disparity prediction has no metric scale; use alignment 'scale_shift' "
+                             "(MiDaS) or 'median'")
+        self.prediction = prediction
         if crop is not None and crop not in CROPS:
             raise ValueError(f"unknown depth crop {crop!r}; known: {', '.join(CROPS)} (or none)")
         self.min_depth, self.max_depth = float(min_depth), float(max_depth)
@@ -118,9 +131,16 @@ class DepthMetrics(PerImageMetrics):
             return None
         p, g = pred[mask], gt[mask]
         # BTS: non-finite predictions become the range ends instead of poisoning the mean.
-        p = np.where(np.isnan(p), self.min_depth, np.where(np.isinf(p), self.max_depth, p))
-        p = np.maximum(p, self.min_depth) if self.alignment != "none" else p  # 1/pred and ratios need > 0
-        p = align(p, g, self.alignment, self.max_depth)
+        if self.prediction == "disparity":
+            # Disparity: NaN is "no signal" (0), +inf is nearest (1/min_depth); the scale-shift fit
+            # takes any value, but 1/disparity (median alignment) needs it positive.
+            lo = 1.0 / self.max_depth
+            p = np.where(np.isnan(p), 0.0, np.where(np.isinf(p), 1.0 / max(self.min_depth, 1e-12), p))
+            p = np.maximum(p, lo) if self.alignment == "median" else p
+        else:
+            p = np.where(np.isnan(p), self.min_depth, np.where(np.isinf(p), self.max_depth, p))
+            p = np.maximum(p, self.min_depth) if self.alignment != "none" else p  # 1/pred, ratios need > 0
+        p = align(p, g, self.alignment, self.max_depth, self.prediction)
         p = np.clip(p, self.min_depth, self.max_depth)
         return depth_errors(p, g)
 
@@ -133,16 +153,18 @@ class DepthMetrics(PerImageMetrics):
         return errors
 
     def settings(self) -> tuple:
-        return (self.min_depth, self.max_depth, self.alignment, self.crop)
+        return (self.min_depth, self.max_depth, self.alignment, self.crop, self.prediction)
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "depth", "min_depth": self.min_depth, "max_depth": self.max_depth,
-                "alignment": self.alignment, "crop": self.crop, **self.table.to_json()}
+                "alignment": self.alignment, "crop": self.crop, "prediction": self.prediction,
+                **self.table.to_json()}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "DepthMetrics":
         if data.get("type") != "depth":
             raise ValueError(f"not a depth metrics state (type={data.get('type')!r})")
-        m = cls(data["min_depth"], data["max_depth"], data["alignment"], data.get("crop"))
+        m = cls(data["min_depth"], data["max_depth"], data["alignment"], data.get("crop"),
+                data.get("prediction", "depth"))
         m.table = PerImageTable.from_json(dict(data), DEPTH_KEYS)
         return m

@@ -80,8 +80,9 @@ class SegmentationMetrics:
     Valid pixels: after `label_map` then `reduce_zero_label`, gt != ignore_index and 0 <= gt < C.
     Other gt values are a data error; they are dropped whole (as torchvision's ConfusionMatrix
     does; mmseg would still count their predictions as false positives) and counted in
-    `invalid_gt` so a report can flag them. A prediction outside [0, C) on a valid pixel is a
-    miss for its gt class (see `metrics_from_confusion`)."""
+    `invalid_gt` (and by id in `unknown_ids`) so a report can flag them and a CI run can fail on
+    them. A prediction outside [0, C) on a valid pixel is a miss for its gt class (see
+    `metrics_from_confusion`)."""
 
     def __init__(self, num_classes: int, ignore_index: int = 255, reduce_zero_label: bool = False,
                  label_map: Optional[Mapping[int, int]] = None,
@@ -98,6 +99,7 @@ class SegmentationMetrics:
         self.confusion = np.zeros((num_classes, num_classes), np.int64)
         self.out_of_range = np.zeros(num_classes, np.int64)
         self.invalid_gt = 0  # pixels whose gt is neither the ignore index nor in [0, C)
+        self.unknown_ids: dict[int, int] = {}  # those pixels by gt id (after label_map/reduce_zero_label)
         self.num_images = 0
 
     def prepare_gt(self, gt: np.ndarray) -> np.ndarray:
@@ -117,7 +119,12 @@ class SegmentationMetrics:
         g = self.prepare_gt(gt)
         labelled = g != self.ignore_index
         valid = labelled & (g >= 0) & (g < n)
-        self.invalid_gt += int(labelled.sum() - valid.sum())
+        unknown = labelled & ~valid
+        if unknown.any():
+            ids, counts = np.unique(g[unknown], return_counts=True)
+            for i, c in zip(ids.tolist(), counts.tolist()):
+                self.unknown_ids[i] = self.unknown_ids.get(i, 0) + c
+            self.invalid_gt += int(counts.sum())
         g = g[valid]
         p = pred[valid].astype(np.int64)
         inside = (p >= 0) & (p < n)
@@ -138,6 +145,8 @@ class SegmentationMetrics:
         self.confusion += other.confusion
         self.out_of_range += other.out_of_range
         self.invalid_gt += other.invalid_gt
+        for i, c in other.unknown_ids.items():
+            self.unknown_ids[i] = self.unknown_ids.get(i, 0) + c
         self.num_images += other.num_images
         return self
 
@@ -172,6 +181,7 @@ class SegmentationMetrics:
             "confusion_matrix": self.confusion.tolist(),
             "out_of_range": self.out_of_range.tolist(),
             "invalid_gt": self.invalid_gt,
+            "unknown_ids": {str(k): v for k, v in sorted(self.unknown_ids.items())},
         }
 
     @classmethod
@@ -186,6 +196,7 @@ class SegmentationMetrics:
         m.confusion = cm
         m.out_of_range = np.asarray(data.get("out_of_range", [0] * m.num_classes), np.int64)
         m.invalid_gt = int(data.get("invalid_gt", 0))
+        m.unknown_ids = {int(k): int(v) for k, v in data.get("unknown_ids", {}).items()}
         m.num_images = int(data.get("num_images", 0))
         return m
 

@@ -39,13 +39,14 @@ def higher_is_better(task: str, key: str) -> bool:
 
 def make_metrics(task: str, *, num_classes: int = 0, ignore_index: int = 255,
                  depth_range: Optional[tuple[float, float]] = None, alignment: str = "none",
-                 crop: Optional[str] = None, trimap_kernel: Optional[int] = None, **segmentation_options):
+                 crop: Optional[str] = None, depth_prediction: str = "depth", trimap_kernel: Optional[int] = None,
+                 **segmentation_options):
     """The metric object that scores `task`, with the defaults above."""
     if task == "segmentation":
         return SegmentationMetrics(num_classes, ignore_index=ignore_index, **segmentation_options)
     if task == "depth":
         lo, hi = depth_range or DEFAULT_DEPTH_RANGE
-        return DepthMetrics(lo, hi, alignment, crop)
+        return DepthMetrics(lo, hi, alignment, crop, depth_prediction)
     if task == "matting":
         return MattingMetrics() if trimap_kernel is None else MattingMetrics(trimap_kernel=trimap_kernel)
     raise ValueError(f"unknown task {task!r}; known: {', '.join(TASK_METRICS)}")

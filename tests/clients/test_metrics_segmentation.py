@@ -157,3 +157,14 @@ def test_segmentation_and_depth_metrics_need_only_numpy():
             "m = SegmentationMetrics(2); m.update(np.zeros((2, 2)), np.zeros((2, 2))); "
             "DepthMetrics().update(np.ones((2, 2)), np.ones((2, 2)))")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_unknown_ids_are_counted_by_id_and_merge():
+    gt = np.array([[0, 1, 7], [9, 7, 255]])
+    pred = np.zeros_like(gt)
+    a, b = SegmentationMetrics(3), SegmentationMetrics(3)
+    a.update(pred, gt)
+    b.update(np.zeros((1, 2), np.int64), np.full((1, 2), 7))
+    assert a.unknown_ids == {7: 2, 9: 1} and a.invalid_gt == 3
+    merged = metrics_from_json(json.loads(json.dumps(a.merge(b).to_json())))
+    assert merged.unknown_ids == {7: 4, 9: 1} and merged.invalid_gt == 5
