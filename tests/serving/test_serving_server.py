@@ -12,7 +12,9 @@ from tritonclient.utils import InferenceServerException
 
 from clients.contract import ModelContract
 from serving import collect_status
+import serving_toys as toys
 from serving_toys import assert_matches, image, infer_input, reference
+from slow_toy import slow_segmentation_onnx
 
 pytestmark = pytest.mark.integration
 
@@ -68,23 +70,33 @@ def _infer_concurrently(client, model: str, images: list[np.ndarray]) -> list:
     return results
 
 
-def _counts(client, model: str) -> tuple[int, int]:
+def _batch_sizes(client, model: str) -> dict[int, int]:
+    """Triton's own count of executions per batch size for `model` (statistics API)."""
     stats = client.get_inference_statistics(model, as_json=True)["model_stats"]
-    return (sum(int(s.get("inference_count", 0)) for s in stats), sum(int(s.get("execution_count", 0)) for s in stats))
+    return {int(b["batch_size"]): int(b["compute_infer"]["count"]) for s in stats for b in s.get("batch_stats", [])}
 
 
-def test_dynamic_batching_under_concurrency(toy_server, toy_repository):
-    """8 concurrent requests: Triton batches them (fewer executions) and each gets its own answer."""
-    images = [image(100 + i, 120, 160) for i in range(8)]
-    with toy_server.client() as client:
-        infer0, exec0 = _counts(client, "seg")
-        results = _infer_concurrently(client, "seg", images)
-        infer1, exec1 = _counts(client, "seg")
-    assert infer1 - infer0 == 8
-    assert exec1 - exec0 < infer1 - infer0, "no dynamic batch was formed"
+def test_dynamic_batching_under_concurrency(tmp_path, own_server):
+    """A burst while the one instance is busy is batched, and each request gets its own answer.
+
+    Each execution of the slow toy takes ~0.4 s whatever its batch size, and the burst is sent in
+    milliseconds: while the first request executes, the others queue, and the dynamic batcher (no
+    queue delay) must take them together. The check is Triton's own per-batch-size statistics."""
+    repository = tmp_path / "model_repository"
+    toys.publish(repository, toys.segmentation_contract("seg_slow"), slow_segmentation_onnx(seed=0), version=1)
+    server = own_server(repository)
+    images = [image(100 + i, 120, 160) for i in range(9)]  # the first executes alone, then 8 together
+    with server.client() as client:
+        before = _batch_sizes(client, "seg_slow")  # the server may have warmed the model up
+        results = _infer_concurrently(client, "seg_slow", images)
+        after = _batch_sizes(client, "seg_slow")
+    batches = {size: n - before.get(size, 0) for size, n in after.items() if n > before.get(size, 0)}
+    assert sum(size * count for size, count in batches.items()) == len(images), batches
+    assert max(batches) > 1, f"no dynamic batch was formed: executions per batch size {batches}"
+    assert sum(batches.values()) < len(images), batches
     for x, result in zip(images, results):
         assert not isinstance(result, Exception), result
-        assert_matches(result, reference(toy_repository, "seg", "1", x))
+        assert_matches(result, reference(repository, "seg_slow", "1", x))
 
 
 def test_mixed_shapes_in_one_batch_are_each_correct(toy_server, toy_repository):
