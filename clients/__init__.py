@@ -18,6 +18,7 @@ _EXPORTS = {
     "ModelNotFoundError": "client",
     "ServerUnavailableError": "client",
     "AsyncDenseClient": "aio",
+    "SlideWindow": "window",
     "Prediction": "prediction",
     "Letterbox": "letterbox",
     "load_image": "images",

@@ -24,6 +24,7 @@ from .client import (CHANNEL_ARGS, ClientBase, InferenceError, Retrier, ServerUn
                      shm_nbytes)
 from .pipeline import postprocess, preprocess
 from .prediction import Prediction
+from .window import SlideWindow, run_slide_async
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +129,12 @@ class AsyncDenseClient(ClientBase):
 
         return await self._call(attempt, image)
 
-    async def predict(self, image: np.ndarray, image_id: Optional[str] = None) -> Prediction:
-        """One image -> its Prediction at the original size; waits for a free request slot."""
+    async def predict(self, image: np.ndarray, image_id: Optional[str] = None,
+                      window: Optional[SlideWindow] = None) -> Prediction:
+        """One image -> its Prediction at the original size; waits for a free request slot. With a
+        `window`, sliding-window inference (clients/window.py): each tile batch takes a slot."""
+        if window is not None:
+            return await run_slide_async(self.infer_tensors, image, window, self.contract, image_id or "image")
         images, ids = self._checked([image], [image_id or "image"])
         if self._gate is None:
             raise RuntimeError(f"client for {self.model!r} is not connected (await connect())")

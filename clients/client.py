@@ -29,6 +29,7 @@ from .contract import ContractError, ModelContract, numpy_dtype_name, parse_mode
 from .pipeline import check_image, postprocess, preprocess
 from .prediction import Prediction
 from .shm import SharedMemoryPool, Slot
+from .window import SlideWindow, run_slide
 
 log = logging.getLogger(__name__)
 
@@ -386,8 +387,12 @@ class DenseClient(ClientBase):
         outputs = self.infer_tensors(batch, ", ".join(ids))
         return postprocess(outputs, transforms, self.contract)
 
-    def predict(self, image: np.ndarray, image_id: Optional[str] = None) -> Prediction:
-        """One RGB uint8 (H, W, 3) or grayscale (H, W) image -> its Prediction at (H, W)."""
+    def predict(self, image: np.ndarray, image_id: Optional[str] = None,
+                window: Optional[SlideWindow] = None) -> Prediction:
+        """One RGB uint8 (H, W, 3) or grayscale (H, W) image -> its Prediction at (H, W). With a
+        `window`, sliding-window (and flip/multi-scale) inference as mmseg's: clients/window.py."""
+        if window is not None:
+            return run_slide(self.infer_tensors, image, window, self.contract, image_id or "image")
         images, ids = self._checked([image], [image_id or "image"])
         return self._predict_group(images, ids)[0]
 
