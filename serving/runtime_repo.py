@@ -7,6 +7,7 @@ loads the source `model.onnx` (linked, not copied) with onnxruntime. TensorRT pl
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -17,8 +18,8 @@ from typing import Optional
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from clients.contract import (CONFIG_FILE, LABELS_FILE, ONNX_FILE, PLAN_FILE, ContractError, list_versions,
-                              read_config_file)
+from clients.contract import (CONFIG_FILE, LABELS_FILE, ONNX_FILE, PARAM_PREFIX, PLAN_FILE, ContractError, ModelContract,
+                              is_valid_name, list_versions, read_config_file)
 
 from .errors import ServingError
 
@@ -29,6 +30,11 @@ RUNTIME_MODEL = Path(__file__).parent / "runtime" / "model.py"
 REQUESTED_KIND_PARAM = "pixelport.runtime.requested_kind"
 ACCELERATOR_PARAM = "pixelport.runtime.accelerator"
 ACCELERATOR_PRECISION_PARAM = "pixelport.runtime.accelerator_precision"
+# Request bounds model.py enforces (written by export; derived from the contract when a config predates them).
+MAX_SIZE_PARAM = PARAM_PREFIX + "max_size"
+MAX_BYTES_PARAM = PARAM_PREFIX + "max_request_bytes"
+# Safe by default: a config without a queue bound gets the contract's default one.
+DEFAULT_MAX_QUEUE_SIZE = next(f.default for f in dataclasses.fields(ModelContract) if f.name == "max_queue_size")
 
 
 def find_models(repository: Path) -> list[Path]:
@@ -39,6 +45,7 @@ def find_models(repository: Path) -> list[Path]:
             f"model repository {repository} does not exist: export a model into it first "
             "(`python -m export ...`) or pass the right --repository"
         )
+    # Hidden directories are staging areas, never models (Triton would still try them: see DESIGN.md).
     models = sorted(p for p in repository.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not models:
         raise ServingError(
@@ -57,6 +64,11 @@ def derive_repository(source: Path, runtime: Path, gpu_present: Optional[bool] =
     gpu = gpu_available() if gpu_present is None else gpu_present
     skipped = {}
     for model_dir in models:
+        if not is_valid_name(model_dir.name):
+            # Never handed to Triton: such a name can break a URL or a log line, and it can never load.
+            skipped[model_dir.name] = (f"{model_dir.name!r} is not a valid model name (letters, digits, '_', "
+                                       "'-', '.'); rename the directory")
+            continue
         reason = derive_model(model_dir, runtime, gpu)
         if reason:
             skipped[model_dir.name] = reason
@@ -119,6 +131,7 @@ def runtime_model_config(config: mc.ModelConfig, gpu_present: bool) -> mc.ModelC
         precision = accelerators[0].parameters.get("precision_mode", "FP32")
         out.parameters[ACCELERATOR_PRECISION_PARAM].string_value = precision
         out.optimization.ClearField("execution_accelerators")
+    _add_request_bounds(config, out)
     for group in out.instance_group:
         if group.kind == mc.ModelInstanceGroup.KIND_GPU:
             out.parameters[REQUESTED_KIND_PARAM].string_value = "KIND_GPU"
@@ -127,6 +140,23 @@ def runtime_model_config(config: mc.ModelConfig, gpu_present: bool) -> mc.ModelC
                 group.kind = mc.ModelInstanceGroup.KIND_CPU
                 group.ClearField("gpus")
     return out
+
+
+def _add_request_bounds(source: mc.ModelConfig, out: mc.ModelConfig) -> None:
+    """Make sure the derived config carries the bounds model.py enforces and a bounded queue."""
+    if out.HasField("dynamic_batching") and not out.dynamic_batching.default_queue_policy.max_queue_size:
+        out.dynamic_batching.default_queue_policy.max_queue_size = DEFAULT_MAX_QUEUE_SIZE
+    if MAX_SIZE_PARAM in out.parameters and MAX_BYTES_PARAM in out.parameters:
+        return
+    try:
+        contract = ModelContract.from_model_config(source)
+    except ContractError as exc:  # not a pixelport model: model.py then checks only dtype and shape
+        log.warning("model %s: no pixelport contract (%s); its requests are not size-bounded", source.name, exc)
+        return
+    if MAX_SIZE_PARAM not in out.parameters:
+        out.parameters[MAX_SIZE_PARAM].string_value = "{}x{}".format(*contract.size_limit)
+    if MAX_BYTES_PARAM not in out.parameters:
+        out.parameters[MAX_BYTES_PARAM].string_value = str(contract.max_request_bytes)
 
 
 def gpu_available(proc_gpus: Path = Path("/proc/driver/nvidia/gpus"), dev: Path = Path("/dev")) -> bool:

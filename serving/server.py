@@ -18,7 +18,7 @@ from typing import Callable, Optional
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from clients.contract import CONFIG_FILE
+from clients.contract import CONFIG_FILE, is_valid_name
 
 from . import state as state_store
 from . import wheel
@@ -200,6 +200,8 @@ class TritonServer:
 
         Triton keeps serving the loaded version until the new one is ready, so no request fails.
         """
+        if not is_valid_name(name):
+            raise ServingError(f"{name!r} is not a valid model name (letters, digits, '_', '-', '.')")
         source = Path(self.record.repository) / name
         if not (source / CONFIG_FILE).is_file():
             raise ServingError(f"model {name!r} is not in {self.record.repository} (no {name}/{CONFIG_FILE})")

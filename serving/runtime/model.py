@@ -34,6 +34,9 @@ except ImportError:  # pragma: no cover - outside Triton
 CONFIG_FILE = "config.pbtxt"
 ONNX_FILE = "model.onnx"
 THREADS_PARAM = "pixelport.intra_op_threads"
+LAYOUT_PARAM = "pixelport.input_layout"  # "NHWC" | "NCHW": where one image's H and W are
+MAX_SIZE_PARAM = "pixelport.max_size"  # "HxW": the largest image one request may carry
+MAX_BYTES_PARAM = "pixelport.max_request_bytes"  # the most input bytes one request may carry
 REQUESTED_KIND_PARAM = "pixelport.runtime.requested_kind"
 ACCELERATOR_PARAM = "pixelport.runtime.accelerator"
 ACCELERATOR_PRECISION_PARAM = "pixelport.runtime.accelerator_precision"
@@ -77,6 +80,36 @@ def check_input(spec: TensorSpec, array: np.ndarray, batched: bool) -> None:
         raise ValueError(f"input {spec.name!r} has an empty dimension {list(array.shape)}: send at least 1x1")
 
 
+class Limits:
+    """A model's request bounds, read from its parameters once; None means no bound."""
+
+    def __init__(self, params: dict) -> None:
+        layout = params.get(LAYOUT_PARAM, "NHWC")
+        self.hw_axes = (0, 1) if layout == "NHWC" else (1, 2)  # in one image's dims (no batch)
+        size = params.get(MAX_SIZE_PARAM, "")
+        self.max_hw = tuple(int(v) for v in size.lower().split("x")) if size else None
+        self.max_bytes = int(params.get(MAX_BYTES_PARAM, "0") or 0) or None
+
+    def check(self, spec: TensorSpec, shape: tuple, nbytes: int, batched: bool) -> None:
+        """Raise ValueError naming the limit when one request's input is over it.
+
+        Reads only the shape and byte count, never the data: a huge request is refused before any
+        tensor is built from it, so it costs the backend no memory."""
+        dims = shape[1:] if batched else shape
+        if self.max_hw is not None and len(dims) == len(spec.dims) and len(dims) > max(self.hw_axes):
+            h, w = (int(dims[a]) for a in self.hw_axes)
+            if h > self.max_hw[0] or w > self.max_hw[1]:
+                raise ValueError(
+                    f"input {spec.name!r} image {h}x{w} is over the model's limit of "
+                    f"{self.max_hw[0]}x{self.max_hw[1]} ({MAX_SIZE_PARAM}); resize it first (clients letterbox it)"
+                )
+        if self.max_bytes is not None and nbytes > self.max_bytes:
+            raise ValueError(
+                f"request carries {nbytes} input bytes, over the model's limit of {self.max_bytes} "
+                f"({MAX_BYTES_PARAM}); send fewer or smaller images"
+            )
+
+
 def group_by_shape(shapes: list) -> list:
     """Indices of requests whose per-item shapes agree, so each group is one onnxruntime run."""
     groups: dict = {}
@@ -111,6 +144,10 @@ class TritonPythonModel:
         self.inputs = [TensorSpec(e) for e in config.get("input", [])]
         self.outputs = [TensorSpec(e) for e in config.get("output", [])]
         self.params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        self.limits = Limits(self.params)
+        # INVALID_ARGUMENT for a bad request where this python backend can say so (its TritonError
+        # takes a code since 23.xx); older ones answer INTERNAL with the same message.
+        self.invalid_arg = getattr(getattr(pb_utils, "TritonError", None), "INVALID_ARG", None)
         instances = sum(int(g.get("count", 1) or 1) for g in config.get("instance_group", [])) or 1
         threads = int(self.params.get(THREADS_PARAM, "0") or 0) or default_threads(instances)
 
@@ -189,15 +226,9 @@ class TritonPythonModel:
         feeds, wanted, shapes, live = [], [], [], []
         for index, request in enumerate(requests):
             try:
-                feed = {}
-                for spec in self.inputs:
-                    tensor = pb_utils.get_input_tensor_by_name(request, spec.name)
-                    if tensor is None:
-                        raise ValueError(f"request has no input {spec.name!r}")
-                    feed[spec.name] = tensor.as_numpy()
-                    check_input(spec, feed[spec.name], self.batched)
+                feed = self._checked_feed(request)
             except ValueError as exc:
-                responses[index] = self._error(str(exc))
+                responses[index] = self._error(str(exc), self.invalid_arg)
                 continue
             names = list(request.requested_output_names()) or [o.name for o in self.outputs]
             # Unbatched models cannot stack: each request is its own group.
@@ -209,6 +240,24 @@ class TritonPythonModel:
         for group in group_by_shape(shapes):
             self._run_group(group, feeds, wanted, live, responses)
         return responses
+
+    def _checked_feed(self, request) -> dict:
+        """{input name: array} of one request, after its bounds, dtype and shape are checked.
+
+        `as_numpy()` here is a view on the shared memory the server wrote the request into: shapes
+        and byte counts are read off it without touching the data, so an oversized request is
+        refused before anything is copied or allocated for it."""
+        tensors = {}
+        for spec in self.inputs:
+            tensor = pb_utils.get_input_tensor_by_name(request, spec.name)
+            if tensor is None:
+                raise ValueError(f"request has no input {spec.name!r}")
+            tensors[spec.name] = tensor.as_numpy()
+        nbytes = sum(int(a.nbytes) for a in tensors.values())
+        for spec in self.inputs:
+            self.limits.check(spec, tensors[spec.name].shape, nbytes, self.batched)
+            check_input(spec, tensors[spec.name], self.batched)
+        return tensors
 
     def _run_group(self, group: list, feeds: list, wanted: list, live: list, responses: list) -> None:
         """One onnxruntime run for requests of one shape; each gets its own rows back."""
@@ -230,10 +279,10 @@ class TritonPythonModel:
             tensors = [pb_utils.Tensor(n, np.ascontiguousarray(pieces[n][position])) for n in names if n in wanted[g]]
             responses[live[g]] = pb_utils.InferenceResponse(output_tensors=tensors)
 
-    def _error(self, message: str):
-        return pb_utils.InferenceResponse(
-            output_tensors=[], error=pb_utils.TritonError(f"model {self.name!r}: {message}")
-        )
+    def _error(self, message: str, code=None):
+        text = f"model {self.name!r}: {message}"
+        error = pb_utils.TritonError(text) if code is None else pb_utils.TritonError(text, code)
+        return pb_utils.InferenceResponse(output_tensors=[], error=error)
 
     def _log(self, level: str, message: str) -> None:
         logger = pb_utils.Logger

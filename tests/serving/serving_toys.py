@@ -22,6 +22,8 @@ from clients.contract import CONFIG_FILE, LABELS_FILE, ONNX_FILE, ModelContract,
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
+# The tests send raw images of many sizes (not letterboxed to 32x32), all within this bound.
+TOY_MAX_SIZE = (256, 256)
 
 
 def _normalised_nchw(nodes: list, inits: list) -> str:
@@ -89,14 +91,15 @@ def depth_onnx(seed: int = 1) -> onnx.ModelProto:
 
 def segmentation_contract(name: str, **overrides) -> ModelContract:
     fields = dict(name=name, task="segmentation", resize=Resize("letterbox", 32, 32), output_kind="labels+confidence",
-                  num_classes=4, class_names=("bg", "a", "b", "c"), max_batch_size=8, intra_op_threads=1)
+                  num_classes=4, class_names=("bg", "a", "b", "c"), max_batch_size=8, intra_op_threads=1,
+                  max_size=TOY_MAX_SIZE)
     fields.update(overrides)
     return ModelContract(**fields)
 
 
 def depth_contract(name: str, **overrides) -> ModelContract:
     fields = dict(name=name, task="depth", resize=Resize("stride", stride=8), output_kind="depth",
-                  depth_scale=1.0, max_batch_size=4, dynamic_batching=False)
+                  depth_scale=1.0, max_batch_size=4, dynamic_batching=False, max_size=TOY_MAX_SIZE)
     fields.update(overrides)
     return ModelContract(**fields)
 
