@@ -93,6 +93,7 @@ class Outcome:
     image: Optional[np.ndarray] = None
     target: Optional[np.ndarray] = None
     pred: Optional[np.ndarray] = None
+    trimap: Optional[np.ndarray] = None  # matting: the dataset's own trimap, when it has one
 
 
 class _RateLimiter:
@@ -187,11 +188,13 @@ def _work(sample: Sample, dataset: Dataset, kind: str, predictor: Predictor, lim
         return Outcome(sample, "read", str(exc))
     try:
         target = dataset.read_target(sample, kind)
+        trimap = dataset.read_target(sample, "trimap") if "trimap" in sample.targets else None
     except SampleError as exc:
         return Outcome(sample, "read", str(exc))
-    if target.shape[:2] != image.shape[:2]:
-        (th, tw), (ih, iw) = target.shape[:2], image.shape[:2]
-        return Outcome(sample, "read", f"{kind} is {tw}x{th} but the image is {iw}x{ih} ({sample.targets[kind]})")
+    for what, arr in ((kind, target), ("trimap", trimap)):
+        if arr is not None and arr.shape[:2] != image.shape[:2]:
+            (th, tw), (ih, iw) = arr.shape[:2], image.shape[:2]
+            return Outcome(sample, "read", f"{what} is {tw}x{th} but the image is {iw}x{ih} ({sample.targets[what]})")
     limiter.wait()
     try:
         pred = predictor.predict_batch([image])[0].primary
@@ -199,14 +202,16 @@ def _work(sample: Sample, dataset: Dataset, kind: str, predictor: Predictor, lim
         return Outcome(sample, "predict", f"{type(exc).__name__}: {exc}")
     if pred.shape != target.shape[:2]:
         return Outcome(sample, "predict", f"prediction is {pred.shape}, expected {target.shape[:2]}")
-    return Outcome(sample, image=image if keep_image else None, target=target, pred=pred)
+    return Outcome(sample, image=image if keep_image else None, target=target, pred=pred, trimap=trimap)
 
 
 def _update(metrics: Metrics, outcome: Outcome) -> None:
     if isinstance(metrics, SegmentationMetrics):
         metrics.update(outcome.pred, outcome.target)
-    else:  # per-image tables are keyed by sample id: a resumed image can never count twice
+    elif isinstance(metrics, DepthMetrics):  # per-image tables are keyed by sample id: never counted twice
         metrics.update(outcome.pred, outcome.target, key=outcome.sample.id)
+    else:
+        metrics.update(outcome.pred, outcome.target, trimap=outcome.trimap, key=outcome.sample.id)
 
 
 def bounded_map(fn: Callable[[Sample], Outcome], items: Sequence[Sample], concurrency: int) -> Iterator[Outcome]:
@@ -361,7 +366,15 @@ def metrics_section(metrics: Metrics) -> dict[str, Any]:
                                   "prediction": metrics.prediction}
         out["skipped"] = [{"id": k, "reason": v} for k, v in sorted(metrics.table.skipped.items())]
     else:
-        out["metric_settings"] = {"trimap_kernel": metrics.trimap_kernel}
+        out["metric_settings"] = {"trimap_kernel": metrics.trimap_kernel, "region": "trimap unknown (128)"}
+    return out
+
+
+def dataset_section(dataset: Dataset, s: EvalSettings, task: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"root": os.path.abspath(dataset.root), "split": dataset.split, "layout": dataset.layout,
+                           "limit": s.limit}
+    if task == "matting":  # the DIM benchmark's trimaps, or ones made from alpha (mmagic's GenerateTrimap)
+        out["trimaps"] = "files" if any("trimap" in x.targets for x in dataset.samples) else "generated from alpha"
     return out
 
 
@@ -374,8 +387,7 @@ def build_report(predictor: Predictor, dataset: Dataset, s: EvalSettings, metric
     report = {
         "model": predictor.name, "task": predictor.contract.task, "backend": predictor.backend,
         "source": predictor.source,
-        "dataset": {"root": os.path.abspath(dataset.root), "split": dataset.split, "layout": dataset.layout,
-                    "limit": s.limit},
+        "dataset": dataset_section(dataset, s, predictor.contract.task),
         "shard": f"{s.shard[0]}/{s.shard[1]}",
         "num_images": num_images, "num_evaluated": len(state.done), "num_failed": len(failed), "failed": failed,
         "ignore_unknown_ids": s.ignore_unknown_ids,

@@ -106,3 +106,31 @@ def make_pixelport(root: Path, n: int = 6, split: str = "val", seed: int = 0, si
             "palette": [[255, 0, 0], [0, 255, 0], [0, 0, 255]]}
     (root / "meta.json").write_text(json.dumps(meta))
     return root
+
+
+class FakePredictor:
+    """An in-process predictor whose answer is a function of the image (an oracle, or an oracle with a
+    known error), so a dataset-convention test knows the right score exactly. No resampling."""
+
+    backend = "fake"
+
+    def __init__(self, task: str, fn, num_classes: int = 0, depth_kind: str = "metric", name: str = "oracle",
+                 weights: str = "w0") -> None:
+        from clients.contract import ModelContract, Resize
+
+        output = {"segmentation": "labels", "depth": "depth", "matting": "alpha"}[task]
+        self.contract = ModelContract(name=name, task=task, resize=Resize.parse("stride:1"), output_kind=output,
+                                      num_classes=num_classes, depth_kind=depth_kind)
+        self.fn, self.name, self.source, self.weights = fn, name, f"fake:{name}", weights
+
+    def fingerprint(self) -> dict:
+        return {"name": self.name, "weights_sha256": self.weights}
+
+    def predict_batch(self, images):
+        from clients.prediction import Prediction
+
+        field = {"segmentation": "labels", "depth": "depth", "matting": "alpha"}[self.contract.task]
+        return [Prediction(self.contract.task, **{field: self.fn(img)}) for img in images]
+
+    def close(self) -> None:
+        pass

@@ -1,7 +1,9 @@
 """Alpha-matting metrics with mmagic's conventions (SAD, MSE, gradient and connectivity errors).
 
+All four errors are taken over the trimap's unknown region, as the DIM benchmark defines them.
 Alphas may be float in [0, 1] or uint8 in [0, 255]; trimaps are uint8 0 (background),
-128 (unknown) and 255 (foreground), built from the ground truth by `make_trimap` when not given.
+128 (unknown) and 255 (foreground): the dataset's own files where it has them, else built from
+the ground truth by `make_trimap`.
 Per-image values are averaged over images, as mmagic does. cv2 (filters, erosion, connected
 components) is imported inside the functions, so segmentation and depth metrics stay numpy-only.
 """
@@ -40,8 +42,10 @@ def to_unit_alpha(alpha: np.ndarray, name: str = "alpha") -> np.ndarray:
 
 
 def make_trimap(alpha: np.ndarray, kernel_size: int = 10, iterations: int = 1) -> np.ndarray:
-    """Trimap by erosion (mmagic's GenerateTrimap): the fully opaque and fully transparent regions,
-    each eroded by an elliptic kernel, are 255 and 0; everything else is 128 (unknown)."""
+    """Trimap from alpha (mmagic's GenerateTrimap): the fully opaque and fully transparent regions,
+    each eroded by an elliptic kernel, are 255 and 0; everything else is 128 (unknown). Eroding the
+    background is dilating the non-zero alpha, so this is the usual erode/dilate band: a hard edge
+    gets kernel_size - 1 unknown pixels across (k // 2 on each side, for odd k)."""
     if kernel_size < 1 or iterations < 0:
         raise ValueError(f"need kernel_size >= 1 and iterations >= 0, got {kernel_size}, {iterations}")
     import cv2
@@ -125,11 +129,12 @@ def matting_errors(pred_alpha: np.ndarray, gt_alpha: np.ndarray, trimap: np.ndar
         raise ValueError(f"pred {pred.shape}, gt {gt.shape} and trimap {trimap.shape} must be the same (H, W)")
     unknown = (trimap.reshape(gt.shape) == UNKNOWN).astype(np.float64)
     n_unknown = unknown.sum()
-    # mmagic sums MSE over the whole (trimap-masked) prediction; an unmasked prediction would
-    # add known-region errors, so the sum is restricted to the unknown region here.
+    # The DIM benchmark (Xu et al.'s compute_sad_loss / compute_mse_loss) sums both over the
+    # trimap's unknown region: SAD / 1000, MSE / the unknown area. (mmagic sums over the whole
+    # image, but its prediction is first clamped to the trimap's known values, which is the same.)
     mse = float(((pred - gt) ** 2 * unknown).sum() / n_unknown) if n_unknown else 0.0
     return {
-        "sad": float(np.abs(pred - gt).sum() / NORM_CONST),
+        "sad": float((np.abs(pred - gt) * unknown).sum() / NORM_CONST),
         "mse": mse,
         "grad": gradient_error(pred, gt, unknown),
         "conn": connectivity_error(pred, gt, unknown),

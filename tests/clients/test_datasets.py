@@ -120,3 +120,81 @@ def test_bad_targets_are_sample_errors(tmp_path):
     write_png(Path(ds.samples[1].targets["labels"]), rgb())  # a colour label outside the VOC layout
     with pytest.raises(SampleError, match="single-channel"):
         ds.read_target(ds.samples[1], "labels")
+
+
+# The official table, written out independently of clients.datasets (cityscapesscripts labels.py):
+# (label id, train id) for the 19 evaluated classes; every other id 0..33 is ignored (255).
+OFFICIAL_TRAIN_IDS = [(7, 0), (8, 1), (11, 2), (12, 3), (13, 4), (17, 5), (19, 6), (20, 7), (21, 8), (22, 9),
+                      (23, 10), (24, 11), (25, 12), (26, 13), (27, 14), (28, 15), (31, 16), (32, 17), (33, 18)]
+
+
+def test_cityscapes_label_ids_only_are_mapped_to_train_ids(tmp_path):
+    root = tmp_path / "cs"
+    raw = np.arange(34, dtype=np.uint8).reshape(2, 17)  # every label id once
+    write_png(root / "leftImg8bit" / "val" / "lindau" / "lindau_000000_000019_leftImg8bit.png", rgb(2, 17))
+    write_png(root / "gtFine" / "val" / "lindau" / "lindau_000000_000019_gtFine_labelIds.png", raw)
+    write_png(root / "gtFine" / "val" / "lindau" / "lindau_000000_000019_gtFine_color.png", rgb(2, 17))
+    ds = open_dataset(str(root), "val")
+    labels = ds.read_target(ds.samples[0], "labels")
+    expected = np.full(34, 255)
+    for label_id, train_id in OFFICIAL_TRAIN_IDS:
+        expected[label_id] = train_id
+    np.testing.assert_array_equal(labels.ravel(), expected)
+    # Where the train-id file exists, it wins and is read as is.
+    write_png(root / "gtFine" / "val" / "lindau" / "lindau_000000_000019_gtFine_labelTrainIds.png",
+              np.full((2, 17), 3, np.uint8))
+    ds = open_dataset(str(root), "val")
+    assert ds.read_target(ds.samples[0], "labels").max() == 3
+
+
+def test_built_in_class_names():
+    from clients.datasets import ADE20K_CLASSES, CITYSCAPES_CLASSES, VOC_CLASSES
+
+    assert len(ADE20K_CLASSES) == len(set(ADE20K_CLASSES)) == 150
+    assert (ADE20K_CLASSES[0], ADE20K_CLASSES[12], ADE20K_CLASSES[-1]) == ("wall", "person", "flag")
+    assert len(CITYSCAPES_CLASSES) == 19 and len(VOC_CLASSES) == 21
+
+
+def _matte(h=6, w=8):
+    alpha = np.zeros((h, w), np.uint8)
+    alpha[:, w // 2:] = 255
+    alpha[:, w // 2 - 1] = 100
+    trimap = np.where(alpha == 255, 255, 0).astype(np.uint8)
+    trimap[:, w // 2 - 2: w // 2 + 1] = 128
+    return alpha, trimap
+
+
+def test_composition_1k_layout_pairs_composites_with_their_foregrounds_alpha_and_trimap(tmp_path):
+    root = tmp_path / "Composition-1k-testset"
+    alpha, trimap = _matte()
+    for fg in ("boy-1518482_1920", "dandelion-1335575_1920"):
+        write_png(root / "alpha_copy" / f"{fg}.png", alpha)
+        write_png(root / "trimaps" / f"{fg}.png", trimap)
+        for k in range(2):
+            write_png(root / "merged" / f"{fg}_{k}.png", rgb())
+    ds = open_dataset(str(root), "test")
+    assert ds.layout == "comp1k" and ds.kinds == ("alpha",) and len(ds.samples) == 4
+    s = ds.samples[1]
+    assert s.id == "boy-1518482_1920_1" and s.targets["alpha"].endswith("alpha_copy/boy-1518482_1920.png")
+    np.testing.assert_array_equal(ds.read_target(s, "trimap"), trimap)
+    np.testing.assert_array_equal(ds.read_target(s, "alpha"), alpha)
+
+
+def test_aim_and_p3m_layouts_with_trimap_folders(tmp_path):
+    alpha, trimap = _matte()
+    for root, image_dir in ((tmp_path / "AIM-500", "original"), (tmp_path / "P3M-500-P", "blurred_image")):
+        write_png(root / image_dir / "p_0a1b.jpg", rgb())
+        write_png(root / "mask" / "p_0a1b.png", alpha)
+        write_png(root / "trimap" / "p_0a1b.png", trimap)
+        ds = open_dataset(str(root), "val")
+        assert ds.layout == "aim" and [x.id for x in ds.samples] == ["p_0a1b"]
+        np.testing.assert_array_equal(ds.read_target(ds.samples[0], "trimap"), trimap)
+    bad = trimap.copy()
+    bad[0, 0] = 127
+    write_png(tmp_path / "P3M-500-P" / "trimap" / "p_0a1b.png", bad)
+    ds = open_dataset(str(tmp_path / "P3M-500-P"), "val")
+    with pytest.raises(SampleError, match=r"holds values \[127\]"):
+        ds.read_target(ds.samples[0], "trimap")
+    (tmp_path / "P3M-500-P" / "trimap" / "p_0a1b.png").unlink()
+    with pytest.raises(SampleError, match="missing trimap file"):
+        ds.read_target(ds.samples[0], "trimap")

@@ -114,3 +114,21 @@ def test_merge_json_round_trip_and_overlap():
         merged.merge(DepthMetrics().merge(a))
     with pytest.raises(ValueError, match="different settings"):
         DepthMetrics(max_depth=80).merge(DepthMetrics())
+
+
+def test_disparity_prediction_is_fitted_in_disparity_space():
+    rng = np.random.default_rng(2)
+    gt = rng.uniform(0.5, 9, (24, 32))
+    disparity = 2.5 / gt + 0.7  # relative inverse depth, an exact affine map of 1/gt (MiDaS-style output)
+    res = DepthMetrics(alignment="scale_shift", prediction="disparity").update(disparity, gt)
+    assert res["abs_rel"] < 1e-9 and res["delta1"] == 1.0
+    # The same numbers read as depth (the default) are a different, wrong model.
+    assert DepthMetrics(alignment="scale_shift").update(disparity, gt)["abs_rel"] > 0.05
+    # Median alignment of a disparity scores 1/disparity up to scale: exact when there is no shift.
+    assert DepthMetrics(alignment="median", prediction="disparity").update(4.0 / gt, gt)["abs_rel"] < 1e-12
+    with pytest.raises(ValueError, match="no metric scale"):
+        DepthMetrics(prediction="disparity")
+    with pytest.raises(ValueError, match="different settings"):
+        DepthMetrics(alignment="scale_shift", prediction="disparity").merge(DepthMetrics(alignment="scale_shift"))
+    back = metrics_from_json(json.loads(json.dumps(DepthMetrics(alignment="median", prediction="disparity").to_json())))
+    assert back.prediction == "disparity"

@@ -119,7 +119,7 @@ def test_hand_computed_sad_mse_and_uint8_float_agree():
     trimap[:, 1:3] = 128
     trimap[:, 3:] = 255
     res = MattingMetrics().update(pred, gt, trimap)
-    assert res["sad"] == pytest.approx((0.5 + 0.25) / 1000)  # over the whole image
+    assert res["sad"] == pytest.approx(0.25 / 1000)  # over the unknown band only: [0, 0] is background
     assert res["mse"] == pytest.approx(0.25 ** 2 / 8)  # over the 8 unknown pixels only
     again = MattingMetrics().update((pred * 255).round().astype(np.uint8), gt, trimap)
     assert again["sad"] == pytest.approx(res["sad"], abs=2 / 255 / 1000)
@@ -153,3 +153,31 @@ def test_default_trimap_merge_and_json_round_trip():
     assert a.merge(b).compute() == whole.compute()
     back = metrics_from_json(json.loads(json.dumps(whole.to_json())))
     assert back.compute() == whole.compute() and back.num_images == 3
+
+
+def test_sad_and_mse_are_dims_unknown_region_sums():
+    """DIM's compute_sad_loss and compute_mse_loss, written as loops over the trimap."""
+    rng = np.random.default_rng(7)
+    gt = rng.integers(0, 256, (9, 11)).astype(np.uint8)
+    pred = rng.random((9, 11))
+    trimap = rng.choice(np.array([0, 128, 255], np.uint8), size=(9, 11))
+    sad = sq = n = 0.0
+    for y in range(9):
+        for x in range(11):
+            if trimap[y, x] == 128:
+                d = pred[y, x] - gt[y, x] / 255
+                sad, sq, n = sad + abs(d), sq + d * d, n + 1
+    res = MattingMetrics().update(pred, gt, trimap)
+    assert res["sad"] == pytest.approx(sad / 1000, rel=1e-12)
+    assert res["mse"] == pytest.approx(sq / n, rel=1e-12)
+
+
+@pytest.mark.parametrize("kernel", [3, 5, 9])
+def test_generated_trimap_band_across_a_hard_edge(kernel):
+    alpha = np.zeros((30, 40), np.uint8)
+    alpha[:, 20:] = 255
+    row = make_trimap(alpha, kernel_size=kernel)[15]
+    unknown = np.flatnonzero(row == 128)
+    # erode the foreground and dilate the non-zero alpha by kernel // 2 each: kernel - 1 pixels
+    assert unknown.tolist() == list(range(20 - kernel // 2, 20 + kernel // 2))
+    assert (row[: unknown[0]] == 0).all() and (row[unknown[-1] + 1:] == 255).all()
