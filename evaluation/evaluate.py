@@ -17,7 +17,7 @@ import threading
 import time
 from contextlib import closing
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -29,6 +29,7 @@ from clients.datasets import TARGET_KINDS, Dataset, DatasetOptions, Sample, Samp
 from clients.images import ImageError, load_image
 from clients.metrics import DepthMetrics, Metrics, SegmentationMetrics, metrics_from_json
 from clients.metrics.tasks import DEFAULT_DEPTH_RANGE, make_metrics
+from .fingerprint import fingerprint_differences, inference_settings, model_fingerprint, short
 from .predictors import Predictor
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class EvalSettings:
     label_map: Optional[dict[int, int]] = None  # gt id -> id, applied before reduce_zero_label
     class_names: Optional[tuple[str, ...]] = None  # overrides the model's and the dataset's names
     ignore_unknown_ids: bool = False  # gt ids outside the model's classes are dropped, not an error
+    inference: Optional[dict[str, Any]] = None  # mode/crop/stride/flip/scales; None: the predictor's own
 
     def __post_init__(self) -> None:
         index, count = self.shard
@@ -139,13 +141,25 @@ def build_metrics(predictor: Predictor, dataset: Dataset, s: EvalSettings) -> Me
 
 
 # ---- state file -----------------------------------------------------------------------------------
-def fingerprint(predictor: Predictor, dataset: Dataset, s: EvalSettings, metrics: Metrics) -> dict[str, Any]:
-    """What must match for a state file to be resumed: same model, data, shard and metric settings."""
-    settings = {k: v for k, v in metrics.to_json().items()
-                if k not in ("confusion_matrix", "out_of_range", "invalid_gt", "num_images", "per_image", "skipped")}
+METRIC_DATA_KEYS = ("confusion_matrix", "out_of_range", "invalid_gt", "unknown_ids", "num_images", "per_image",
+                    "skipped", "keys", "class_names")
+
+
+def report_fingerprint(predictor: Predictor, dataset: Dataset, s: EvalSettings, metrics: Metrics,
+                       model: dict[str, Any]) -> dict[str, Any]:
+    """What produced a report: the model's fingerprint and every setting that changes the numbers."""
+    metric_settings = {k: v for k, v in metrics.to_json().items() if k not in METRIC_DATA_KEYS}
+    options = {k: v for k, v in asdict(s.dataset).items() if v is not None}
+    settings = {"inference": inference_settings(predictor, s.inference), "metrics": metric_settings,
+                "dataset": {"layout": dataset.layout, "split": dataset.split, "limit": s.limit, **options},
+                "ignore_unknown_ids": s.ignore_unknown_ids}
+    return {"model": model, "settings": settings}
+
+
+def fingerprint(predictor: Predictor, dataset: Dataset, s: EvalSettings, produced_by: dict[str, Any]) -> dict[str, Any]:
+    """What must match for a state file to be resumed: same model, data, shard and settings."""
     return {"backend": predictor.backend, "model": predictor.name, "task": predictor.contract.task,
-            "data": os.path.abspath(dataset.root), "split": dataset.split, "layout": dataset.layout,
-            "shard": list(s.shard), "limit": s.limit, "metrics": settings}
+            "data": os.path.abspath(dataset.root), "shard": list(s.shard), "produced_by": produced_by}
 
 
 @dataclass
@@ -316,7 +330,8 @@ def evaluate(predictor: Predictor, settings: EvalSettings, progress: Optional[Pr
                          f"model (it has: {', '.join(dataset.kinds)})")
     samples = shard_samples(dataset, s)
     metrics = build_metrics(predictor, dataset, s)
-    expected = fingerprint(predictor, dataset, s, metrics)
+    produced_by = report_fingerprint(predictor, dataset, s, metrics, model_fingerprint(predictor))
+    expected = fingerprint(predictor, dataset, s, produced_by)
     state, metrics = load_state(s.state, expected, metrics) if s.state else (RunState(), metrics)
     accounted = set(state.done) | {f["id"] for f in state.failed}
     pending = [x for x in samples if x.id not in accounted]
@@ -343,6 +358,7 @@ def evaluate(predictor: Predictor, settings: EvalSettings, progress: Optional[Pr
     run.save(complete=True)
     elapsed = time.monotonic() - started
     report = build_report(predictor, dataset, s, metrics, state, len(samples))
+    report["fingerprint"] = produced_by
     report["run"] = {"seconds": round(elapsed, 3), "images_per_s": round(len(pending) / elapsed, 3) if elapsed else None,
                      "concurrency": s.concurrency, "resumed": state.resumed, "evaluated_this_run": len(pending)}
     return report
@@ -421,6 +437,14 @@ def merge_reports(reports: Sequence[dict[str, Any]], allow_partial: bool = False
         values = {json.dumps(r.get(key), sort_keys=True) for r in reports}
         if len(values) > 1:
             raise ValueError(f"cannot merge reports with different {key}: {sorted(values)}")
+    for i, r in enumerate(reports[1:], 1):
+        diff = fingerprint_differences(first.get("fingerprint") or {}, r.get("fingerprint") or {})
+        if diff:
+            field, a, b = diff[0]
+            more = f" (and {len(diff) - 1} more fields)" if len(diff) > 1 else ""
+            raise ValueError(f"cannot merge: the shards differ in fingerprint.{field}{more}: {short(a)} in shard "
+                             f"{first['shard']}, {short(b)} in shard {r['shard']}; they were not produced by the "
+                             "same model and settings")
     metrics = metrics_from_json(first["state"])
     ids = set(first["evaluated_ids"])
     for r in reports[1:]:
@@ -443,6 +467,7 @@ def merge_reports(reports: Sequence[dict[str, Any]], allow_partial: bool = False
         "num_images": sum(r["num_images"] for r in reports), "num_evaluated": len(ids),
         "num_failed": len(failed), "failed": failed,
         "ignore_unknown_ids": any(r.get("ignore_unknown_ids") for r in reports),
+        "fingerprint": first.get("fingerprint"),
     }
     if not complete:
         log.warning("merged shards %s do not cover the whole split", merged["shard"])

@@ -60,6 +60,9 @@ def render_markdown(report: dict[str, Any], pictures: Sequence[str] = ()) -> str
            f"Data: `{ds['root']}` split `{ds['split']}` (layout {ds['layout']}), shard {report['shard']}. "
            f"Images: {report['num_images']}, evaluated {report['num_evaluated']}, failed {report['num_failed']}.\n"]
     out += headline_warnings(report)
+    produced = produced_by(report)
+    if produced:
+        out.append(produced)
     unit = "percent" if task == "segmentation" else "deltas in percent" if task == "depth" else "mmagic units"
     out.append(f"## Metrics ({unit})\n")
     out.append(table(keys, [[metric_cell(task, k, report["metrics"].get(k)) for k in keys]]))
@@ -91,6 +94,25 @@ def render_markdown(report: dict[str, Any], pictures: Sequence[str] = ()) -> str
     if run.get("images_per_s"):
         out.append(f"\nRun: {run['seconds']} s, {run['images_per_s']} images/s at concurrency {run.get('concurrency')}.\n")
     return "\n".join(out)
+
+
+def produced_by(report: dict[str, Any]) -> str:
+    """One line naming the model (version, weights and config digests) and the inference settings."""
+    fp = report.get("fingerprint") or {}
+    model, settings = fp.get("model") or {}, fp.get("settings") or {}
+    if not model:
+        return ""
+    digest = lambda v: f"`{v[:12]}`" if v else "not exposed"  # noqa: E731
+    inf = settings.get("inference") or {}
+    mode = inf.get("mode", "whole")
+    if mode != "whole":
+        mode += f" (crop {inf.get('crop')}, stride {inf.get('stride')})"
+    mode += ", flip" if inf.get("flip") else ""
+    mode += f", scales {inf.get('scales')}" if inf.get("scales") not in (None, [1.0]) else ""
+    label_map = (settings.get("metrics") or {}).get("label_map")
+    return (f"Produced by: model `{model.get('name')}` version {model.get('version')}, weights "
+            f"{digest(model.get('weights_sha256'))}, config {digest(model.get('config_sha256'))}; "
+            f"inference {mode}" + (f"; label map {label_map}" if label_map else "") + ".\n")
 
 
 def headline_warnings(report: dict[str, Any]) -> list[str]:
