@@ -72,10 +72,11 @@ def triton_fingerprint(predictor: Any) -> dict[str, Any]:
         out["config_sha256"] = sha256_json(config)
         weights = config.get("parameters", {}).get(WEIGHTS_PARAM, {}).get("string_value")
         out["weights_sha256"] = weights or None
-        index = client.get_model_repository_index(as_json=True).get("models", [])
-        ready = sorted(int(m["version"]) for m in index
-                       if m.get("name") == predictor.name and m.get("state") == "READY" and m.get("version"))
-        out["version"] = ready[-1] if len(ready) == 1 else (ready or None)
+        # Model metadata lists the versions the server serves (the repository index would say more,
+        # but it is a model-control endpoint, restricted by default).
+        metadata = client.get_model_metadata(predictor.name, as_json=True)
+        versions = sorted(int(v) for v in metadata.get("versions", []) if str(v).isdigit())
+        out["version"] = versions[0] if len(versions) == 1 else (versions or None)
     except Exception as exc:  # a fingerprint is a record, never a reason to stop an evaluation
         log.warning("could not fingerprint %s on %s: %s", predictor.name, url, exc)
     finally:
@@ -98,12 +99,19 @@ def model_fingerprint(predictor: Any) -> dict[str, Any]:
 
 
 def inference_settings(predictor: Any, override: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
-    """How images were fed to the model: mode (whole | slide), crop, stride, flip, scales. A predictor
-    that does more than one whole-image pass says so with `inference_settings()`."""
+    """How images were fed to the model: mode (whole | slide), crop, stride, flip, scales: from the
+    predictor's sliding window (`predictor.window`, a clients.window.SlideWindow) or its own
+    `inference_settings()`; `override` wins over both."""
     if override is not None:
         return {**WHOLE, **override}
     own = getattr(predictor, "inference_settings", None)
-    return {**WHOLE, **(own() if callable(own) else {})}
+    if callable(own):
+        return {**WHOLE, **own()}
+    window = getattr(predictor, "window", None)
+    if window is None:
+        return dict(WHOLE)
+    return {"mode": "slide", "crop": list(window.crop), "stride": list(window.stride), "flip": bool(window.flip),
+            "scales": [float(x) for x in window.scales]}
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:

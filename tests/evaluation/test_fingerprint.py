@@ -87,3 +87,32 @@ def test_merge_names_the_differing_setting(two_models):
     other_range = evaluate(OnnxPredictor(str(a)), EvalSettings(data=str(data), shard=(1, 2), max_depth=5.0))
     with pytest.raises(ValueError, match=r"fingerprint\.settings\.metrics\.max_depth: 4\.6 in shard 0/2, 5\.0"):
         merge_reports([whole, other_range])
+
+
+def test_a_sliding_window_predictor_is_fingerprinted_from_its_window():
+    from types import SimpleNamespace
+
+    from evaluation.fingerprint import inference_settings
+
+    window = SimpleNamespace(crop=(512, 1024), stride=(341, 683), flip=True, scales=(0.5, 1.0))
+    assert inference_settings(SimpleNamespace(window=window)) == {
+        "mode": "slide", "crop": [512, 1024], "stride": [341, 683], "flip": True, "scales": [0.5, 1.0]}
+    assert inference_settings(SimpleNamespace(window=None))["mode"] == "whole"
+
+
+@pytest.mark.integration
+def test_served_model_fingerprint_comes_from_the_server(two_models, tmp_path, own_server):
+    from evaluation.predictors import TritonPredictor
+
+    a, _, data = two_models
+    server = own_server(a.parent)
+    served = TritonPredictor(server.grpc_url, "depth")
+    try:
+        report = evaluate(served, EvalSettings(data=str(data)))
+    finally:
+        served.close()
+    local = evaluate(OnnxPredictor(str(a)), EvalSettings(data=str(data)))
+    fp, lfp = report["fingerprint"]["model"], local["fingerprint"]["model"]
+    assert fp["name"] == "depth" and fp["version"] == 1 and len(fp["config_sha256"]) == 64
+    assert fp["contract_sha256"] == lfp["contract_sha256"]  # the same contract, read from the server
+    assert report["fingerprint"]["settings"] == local["fingerprint"]["settings"]
