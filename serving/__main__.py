@@ -86,7 +86,7 @@ def cmd_start(args: argparse.Namespace, state_dir: Path) -> int:
 
 def _status_text(server: TritonServer) -> str:
     with server.client() as client:
-        return format_status(server.record, collect_status(client, server.skipped))
+        return format_status(server.record, collect_status(client, server.skipped, server.admin_headers))
 
 
 def _state_flag(args: argparse.Namespace) -> str:

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
-from . import wheel
+from . import admin, wheel
 from .errors import ServingError
 from .settings import ServerSettings
 
@@ -57,7 +57,8 @@ def choose_mode(settings: ServerSettings) -> tuple[str, Path, Optional[Path]]:
 
 # ---- the command line -----------------------------------------------------------------------------
 def server_command(binary: Path, repository: Path, backends: Path, settings: ServerSettings,
-                   shm_prefix: str) -> list[str]:
+                   shm_prefix: str, admin_key: str) -> list[str]:
+    """The tritonserver command line (it carries the admin key: log it through admin.redact)."""
     return [
         str(binary),
         f"--model-repository={repository}",
@@ -78,6 +79,8 @@ def server_command(binary: Path, repository: Path, backends: Path, settings: Ser
         f"--log-verbose={settings.log_verbose}",
         # A per-server prefix lets `stop` remove exactly this server's leftover regions.
         f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
+        # Safe by default: loading, unloading and uploading models, logging and tracing need the key.
+        *admin.server_flags(admin_key),
     ]
 
 

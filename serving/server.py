@@ -20,8 +20,8 @@ from tritonclient.utils import InferenceServerException
 
 from clients.contract import CONFIG_FILE, is_valid_name
 
+from . import admin, wheel
 from . import state as state_store
-from . import wheel
 from .errors import ServingError
 from .leftovers import kill_stub_leftovers, remove_shm_leftovers
 from .process import check_ports_free, choose_mode, launch, server_command
@@ -87,8 +87,9 @@ def _launch(settings: ServerSettings, mode: str, binary: Path, served: Path, bac
     """Spawn tritonserver and record it in the state directory."""
     shm_prefix = f"pixelport_triton_{uuid.uuid4().hex[:12]}_"
     log_file = settings.resolved_log_file
-    command = server_command(binary, served, backends, settings, shm_prefix)
-    log.info("starting %s Triton: %s (log: %s)", mode, " ".join(command), log_file)
+    key = admin.create_key(settings.state_dir)
+    command = server_command(binary, served, backends, settings, shm_prefix, key)
+    log.info("starting %s Triton: %s (log: %s)", mode, " ".join(admin.redact(command, key)), log_file)
     process, log_offset = launch(command, log_file, env, settings.state_dir, settings.die_with_parent)
     record = ServerState(
         pid=process.pid, host=settings.host, http_port=settings.http_port, grpc_port=settings.grpc_port,
@@ -108,6 +109,7 @@ class TritonServer:
         self.state_dir = Path(state_dir)
         self.process = process
         self.failed: dict[str, str] = {}  # model -> why it did not load (only with allow_failed_models)
+        self._admin_key = admin.read_key(self.state_dir)
 
     @classmethod
     def attach(cls, state_dir: Path) -> "TritonServer":
@@ -133,6 +135,11 @@ class TritonServer:
 
     def client(self) -> grpcclient.InferenceServerClient:
         return grpcclient.InferenceServerClient(self.grpc_url)
+
+    @property
+    def admin_headers(self) -> Optional[dict[str, str]]:
+        """gRPC headers that unlock the restricted endpoints (repository index, load, unload)."""
+        return admin.grpc_headers(self._admin_key)
 
     def is_alive(self) -> bool:
         if self.process is not None:
@@ -161,8 +168,8 @@ class TritonServer:
                 raise ServingError(self._failure(f"tritonserver exited before it was ready{self._exit_code()}"))
             try:
                 if client.is_server_live():
-                    index = client.get_model_repository_index(as_json=True).get("models", [])
-                    entries = [m for m in index if wanted(m)]
+                    index = client.get_model_repository_index(as_json=True, headers=self.admin_headers)
+                    entries = [m for m in index.get("models", []) if wanted(m)]
                     if all(m.get("state", "") in FINAL_STATES for m in entries):
                         return entries
             except InferenceServerException:
@@ -211,7 +218,7 @@ class TritonServer:
                 raise ServingError(f"cannot reload {name!r} in embedded mode: {reason}")
         with self.client() as client:
             try:
-                client.load_model(name)
+                client.load_model(name, headers=self.admin_headers)
             except InferenceServerException as exc:
                 raise ServingError(
                     f"reloading {name!r} failed: {short_reason(exc.message() or str(exc))}; "
@@ -221,8 +228,8 @@ class TritonServer:
             # (strict readiness), so return only once the model has settled.
             entries = self._settled_index(client, self.record.stop_timeout_s + 30, lambda m: m["name"] == name)
             if entries is None:  # still switching: report what is ready now
-                entries = [m for m in client.get_model_repository_index(as_json=True).get("models", [])
-                           if m["name"] == name]
+                index = client.get_model_repository_index(as_json=True, headers=self.admin_headers)
+                entries = [m for m in index.get("models", []) if m["name"] == name]
         return sorted((m.get("version", "") for m in entries if m.get("state") == "READY"), key=int)
 
     # ---- stop ------------------------------------------------------------------------------------
@@ -249,6 +256,7 @@ class TritonServer:
         current = state_store.load(self.state_dir)
         if current is not None and current.pid == self.pid:
             state_store.clear(self.state_dir)
+            admin.remove_key(self.state_dir)
 
     def _wait_exit(self, timeout_s: float) -> bool:
         if self.process is not None:

@@ -41,9 +41,12 @@ def _duration(stats: dict, key: str) -> tuple[int, int]:
     return int(entry.get("count", 0)), int(entry.get("ns", 0))
 
 
-def collect_status(client: Any, skipped: Optional[dict[str, str]] = None) -> list[ModelStatus]:
-    """One ModelStatus per model in the repository (and per model the embedded mode skipped)."""
-    index = client.get_model_repository_index(as_json=True).get("models", [])
+def collect_status(client: Any, skipped: Optional[dict[str, str]] = None,
+                   headers: Optional[dict[str, str]] = None) -> list[ModelStatus]:
+    """One ModelStatus per model in the repository (and per model the embedded mode skipped).
+
+    The repository index is an admin endpoint: `headers` carry the key (TritonServer.admin_headers)."""
+    index = client.get_model_repository_index(as_json=True, headers=headers).get("models", [])
     stats = client.get_inference_statistics(as_json=True).get("model_stats", [])
     by_name: dict[str, ModelStatus] = {}
     for entry in index:

@@ -42,11 +42,14 @@ def test_settings_defaults_and_validation(tmp_path):
 
 def test_command_uses_explicit_model_control_and_the_given_ports(tmp_path):
     s = settings(tmp_path, host="0.0.0.0")
-    cmd = server_command(Path("/bin/tritonserver"), Path("/runtime"), Path("/backends"), s, "pixelport_triton_x_")
+    cmd = server_command(Path("/bin/tritonserver"), Path("/runtime"), Path("/backends"), s, "pixelport_triton_x_",
+                         "KEY")
     assert "--model-control-mode=explicit" in cmd and "--load-model=*" in cmd and "--exit-on-error=false" in cmd
     assert {"--http-port=18000", "--grpc-port=18001", "--metrics-port=18002", "--grpc-address=0.0.0.0"} <= set(cmd)
     assert "--model-repository=/runtime" in cmd
     assert "--backend-config=python,shm-region-prefix-name=pixelport_triton_x_" in cmd
+    restricted = "model-repository,logging,trace:pixelport-admin-key=KEY"
+    assert {f"--http-restricted-api={restricted}", f"--grpc-restricted-protocol={restricted}"} <= set(cmd)
 
 
 def test_embedded_env_carries_the_wheel_facts():

@@ -61,7 +61,7 @@ def test_reload_serves_the_new_version_without_failed_requests(tmp_path, own_ser
     assert "1" in seen and seen.count("2") >= 5
     assert seen == sorted(seen), "a request went back to the old version after the switch"
     with server.client() as client:
-        ready = [m for m in client.get_model_repository_index(as_json=True)["models"]
+        ready = [m for m in client.get_model_repository_index(as_json=True, headers=server.admin_headers)["models"]
                  if m["name"] == "seg_live" and m.get("state") == "READY"]
         assert [m["version"] for m in ready] == ["2"]
         assert_matches(client.infer("seg_live", infer_input(x)), new)

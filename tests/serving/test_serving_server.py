@@ -29,7 +29,7 @@ def test_server_metadata_reports_triton(toy_server):
 
 def test_every_model_answers_like_onnxruntime(toy_server, toy_repository):
     with toy_server.client() as client:
-        index = client.get_model_repository_index(as_json=True)["models"]
+        index = client.get_model_repository_index(as_json=True, headers=toy_server.admin_headers)["models"]
         models = sorted({m["name"] for m in index if m.get("state") == "READY"})
         assert models == ["depth", "seg", "seg_live"]
         for seed, name in enumerate(models):
@@ -125,7 +125,7 @@ def test_bad_request_fails_alone_with_a_clear_error(toy_server, toy_repository, 
 def test_status_and_metrics(toy_server):
     with toy_server.client() as client:
         client.infer("depth", infer_input(image(9)))
-        statuses = {s.name: s for s in collect_status(client, toy_server.skipped)}
+        statuses = {s.name: s for s in collect_status(client, toy_server.skipped, toy_server.admin_headers)}
     assert statuses["depth"].state == "READY" and statuses["depth"].versions == ["1"]
     assert statuses["depth"].inference_count >= 1 and statuses["depth"].avg_compute_ms is not None
     with urllib.request.urlopen(toy_server.metrics_url, timeout=10) as response:
