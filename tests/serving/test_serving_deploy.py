@@ -24,13 +24,27 @@ def by_kind() -> dict[str, list[dict]]:
     return out
 
 
+def assert_restricted(args: list[str], key_reference: str) -> None:
+    """Model control, logging and trace are restricted on HTTP and gRPC to the admin key."""
+    from serving import admin
+
+    for flag in ("--http-restricted-api=", "--grpc-restricted-protocol="):
+        (arg,) = [a for a in args if a.startswith(flag)]
+        apis, _, header = arg[len(flag):].partition(":")
+        assert set(apis.split(",")) == set(admin.RESTRICTED)
+        assert header.startswith(f"{admin.HEADER}={key_reference}")
+
+
 def test_compose_runs_stock_triton_on_the_repository():
     service = load(DEPLOY / "docker-compose.yml")[0]["services"]["triton"]
     assert service["image"].startswith("nvcr.io/nvidia/tritonserver:")
     assert "--model-repository=/models" in service["command"]
     assert "--model-control-mode=explicit" in service["command"] and "--load-model=*" in service["command"]
     assert any(v.endswith(":/models:ro") for v in service["volumes"])
-    assert {p.split(":")[1] for p in service["ports"]} == {"8000", "8001", "8002"}
+    assert {p.rsplit(":", 2)[1] for p in service["ports"]} == {"8000", "8001", "8002"}
+    # Loopback unless told otherwise (PIXELPORT_BIND), and the admin endpoints need the key.
+    assert all(p.startswith("${PIXELPORT_BIND:-127.0.0.1}:") for p in service["ports"])
+    assert_restricted(service["command"], "${TRITON_ADMIN_KEY:?")
     assert "/v2/health/ready" in " ".join(service["healthcheck"]["test"])
 
 
@@ -48,6 +62,9 @@ def test_deployment_probes_and_repository():
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert any(m["mountPath"] == "/dev/shm" for m in container["volumeMounts"])
+    assert_restricted(container["args"], "$(TRITON_ADMIN_KEY)")
+    (key_env,) = [e for e in container["env"] if e["name"] == "TRITON_ADMIN_KEY"]
+    assert key_env["valueFrom"]["secretKeyRef"]["name"] == "pixelport-triton-admin"
 
 
 def test_services_select_the_deployment():
