@@ -3,6 +3,8 @@
     python -m evaluation eval --backend triton --url 127.0.0.1:8001 --model seg_unet --data DIR --split val --out DIR
     python -m evaluation eval --backend onnx --model-dir model_repository/seg_unet --data DIR --out DIR
     python -m evaluation eval --backend torch --checkpoint ckpt.pt --data DIR --shard 0/2 --state s0.json --out DIR
+    python -m evaluation eval --backend triton --url 127.0.0.1:8001 --model seg_logits --data DIR --out DIR \
+        --mode slide --crop 512x1024 --stride 341x683 --flip --scales 0.5,0.75,1.0,1.25,1.5,1.75
     python -m evaluation merge DIR0 DIR1 --out DIR
     python -m evaluation compare DIR_TORCH DIR_TRITON
 
@@ -20,6 +22,7 @@ import logging
 import sys
 
 
+from clients.contract import parse_hw
 from clients.datasets import LAYOUTS, DatasetOptions
 from clients.progress import Progress
 
@@ -62,8 +65,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--max-depth", type=float, help="default: the dataset's range, else 10 (NYU)")
     m.add_argument("--alignment", choices=("none", "median", "scale_shift"),
                    help="depth alignment (default: scale_shift for relative-depth models, else none)")
-    m.add_argument("--crop", choices=("garg", "eigen_kitti", "eigen_nyu"), help="depth evaluation crop")
+    m.add_argument("--crop", type=_crop, metavar="NAME|HxW",
+                   help="depth: evaluation crop (garg, eigen_kitti, eigen_nyu); with --mode slide: the "
+                        "window's crop HxW, e.g. 512x1024 (mmseg's test_cfg crop_size)")
     m.add_argument("--trimap-kernel", type=int, default=10, help="matting: erosion kernel of the trimap")
+    w = p.add_argument_group("inference (mmseg's test modes; segmentation needs a model served with logits)")
+    w.add_argument("--mode", choices=("whole", "slide"), default="whole",
+                   help="whole: one request per image, letterboxed by the model's contract; slide: "
+                        "sliding-window tiles of --crop every --stride, logits averaged where they overlap")
+    w.add_argument("--stride", type=lambda t: parse_hw(t, "--stride"), metavar="HxW",
+                   help="--mode slide: window stride, e.g. 341x683 (about 2/3 of the crop)")
+    w.add_argument("--flip", action="store_true", help="--mode slide: also average the horizontally flipped image")
+    w.add_argument("--scales", type=_scales, metavar="R,R,...",
+                   help="--mode slide: image scale factors to average, e.g. 0.5,0.75,1.0,1.25,1.5,1.75 (default 1.0)")
     r = p.add_argument_group("run")
     r.add_argument("--concurrency", type=int, default=1, help="requests in flight")
     r.add_argument("--shard", default="0/1", help="evaluate shard i of n (every n-th sample): i/n")
@@ -129,19 +143,55 @@ def read_class_names(path: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+DEPTH_CROPS = ("garg", "eigen_kitti", "eigen_nyu")
+
+
+def _crop(text: str):
+    """--crop: a depth evaluation crop name, or a slide window's HxW."""
+    if text in DEPTH_CROPS:
+        return text
+    try:
+        return parse_hw(text, "--crop")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a depth crop ({', '.join(DEPTH_CROPS)}) or a window "
+                                         f"size HxW such as 512x1024, got {text!r}") from None
+
+
+def _scales(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated scale factors such as 0.5,1.0,1.5, got {text!r}") from None
+
+
+def _window(args: argparse.Namespace):
+    """--mode/--crop/--stride/--flip/--scales -> a SlideWindow (None for whole-image mode)."""
+    from clients.window import SlideWindow
+
+    if args.mode == "whole":
+        if args.stride or args.flip or args.scales or isinstance(args.crop, tuple):
+            raise ValueError("--crop HxW, --stride, --flip and --scales need --mode slide")
+        return None
+    if not isinstance(args.crop, tuple) or args.stride is None:
+        raise ValueError("--mode slide needs --crop HxW and --stride HxW (e.g. --crop 512x1024 --stride 341x683)")
+    return SlideWindow(args.crop, args.stride, flip=args.flip, scales=args.scales or (1.0,))
+
+
 def _settings(args: argparse.Namespace):
     from .evaluate import EvalSettings, parse_shard
     from .predictors import PredictorSettings
 
+    window = _window(args)
     predictor = PredictorSettings(backend=args.backend, url=args.url, model=args.model, model_dir=args.model_dir,
                                   version=args.version, checkpoint=args.checkpoint, resize=args.resize,
-                                  like=args.like, threads=args.threads)
+                                  like=args.like, threads=args.threads, window=window)
     options = DatasetOptions(img_suffix=args.img_suffix, seg_suffix=args.seg_suffix, depth_scale=args.depth_scale,
                              reduce_zero_label=args.reduce_zero_label)
     settings = EvalSettings(data=args.data, split=args.split, layout=args.layout, dataset=options,
                             concurrency=args.concurrency, shard=parse_shard(args.shard), state=args.state,
                             out=args.out, limit=args.limit, min_depth=args.min_depth, max_depth=args.max_depth,
-                            alignment=args.alignment, crop=args.crop, trimap_kernel=args.trimap_kernel,
+                            alignment=args.alignment, crop=None if window else args.crop,
+                            trimap_kernel=args.trimap_kernel,
                             num_pictures=args.pictures, state_every=args.state_every, max_rate=args.max_rate,
                             label_map=read_label_map(args.label_map) if args.label_map else None,
                             class_names=read_class_names(args.class_names) if args.class_names else None,

@@ -20,6 +20,7 @@ import numpy as np
 from clients.contract import CONFIG_FILE, INPUT_NAME, ONNX_FILE, ModelContract, Resize, read_config_file
 from clients.pipeline import preprocess, postprocess
 from clients.prediction import Prediction
+from clients.window import SlideWindow, check_model, run_slide
 
 log = logging.getLogger(__name__)
 BACKENDS = ("triton", "onnx", "torch")
@@ -49,6 +50,7 @@ class PredictorSettings:
     resize: Optional[str] = None  # torch: "letterbox:HxW" | "stride:N" (default: checkpoint input_size)
     like: Optional[str] = None  # torch: copy the served contract (resize, outputs) of this model dir
     threads: int = 0  # onnx/torch intra-op threads (0 = library default)
+    window: Optional[SlideWindow] = None  # --mode slide: sliding-window (+ flip/multi-scale) inference
 
 
 class _InProcess:
@@ -58,11 +60,14 @@ class _InProcess:
     name = ""
     source = ""
     contract: ModelContract
+    window: Optional[SlideWindow] = None
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        if self.window is not None:  # tiles batched as the client batches them: same sums, same labels
+            return [run_slide(lambda batch, _: self.run(batch), img, self.window, self.contract) for img in images]
         if self.contract.resize.mode == "stride":
             # Stride-mode images keep their own padded size: one forward each, as the client sends them.
             return [p for img in images for p in self._predict([img])]
@@ -185,6 +190,7 @@ class TritonPredictor:
     """The served model over gRPC: a thin adapter over `clients.DenseClient`."""
 
     backend = "triton"
+    window: Optional[SlideWindow] = None
 
     def __init__(self, url: str, model: str, **client_kwargs: Any) -> None:
         from clients.client import DenseClient
@@ -195,6 +201,8 @@ class TritonPredictor:
         self.name, self.source = model, f"{url}/{model}"
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        if self.window is not None:
+            return [self.client.predict(img, window=self.window) for img in images]
         return self.client.predict_batch(list(images))
 
     def predict(self, image: np.ndarray) -> Prediction:
@@ -205,7 +213,20 @@ class TritonPredictor:
 
 
 def make_predictor(settings: PredictorSettings) -> Predictor:
-    """Build the predictor the settings name; a missing flag is a clear error."""
+    """Build the predictor the settings name; a missing flag is a clear error. With a window,
+    a model that cannot be slid (labels only, matting) is refused here, before any image."""
+    predictor = _make_predictor(settings)
+    if settings.window is not None:
+        try:
+            check_model(predictor.contract)
+        except ValueError:
+            predictor.close()
+            raise
+        predictor.window = settings.window
+    return predictor
+
+
+def _make_predictor(settings: PredictorSettings) -> Predictor:
     s = settings
     if s.backend == "triton":
         if not (s.url and s.model):
