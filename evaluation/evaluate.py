@@ -306,6 +306,8 @@ class _Run:
         self.successes += 1
         self.state.done.append(outcome.sample.id)
         if outcome.sample.id in self.pictures and self.s.out:
+            if isinstance(self.metrics, SegmentationMetrics):  # show the gt the metrics saw (rzl, label map)
+                outcome.target = self.metrics.prepare_gt(outcome.target)
             save_picture(Path(self.s.out) / "samples", outcome, self.predictor.contract.task)
 
     def fail(self, outcome: Outcome) -> None:

@@ -20,6 +20,8 @@ from clients.metrics.tasks import TASK_METRICS, higher_is_better
 
 log = logging.getLogger(__name__)
 MAX_FAILED_IN_MD = 50
+TOP_K_CLASSES = 20  # past this many classes the confusion picture shows only the most confused ones
+MAX_LEGEND = 24  # class entries in the overlay legend
 
 
 # ---- number formatting ---------------------------------------------------------------------------
@@ -74,6 +76,12 @@ def render_markdown(report: dict[str, Any], pictures: Sequence[str] = ()) -> str
         rows = [[_md_escape(r["class"])] + [pct(r[k]) for k in PER_CLASS_KEYS] + [r["gt_pixels"], r["pred_pixels"]]
                 for r in report["per_class"]]
         out.append(table(["class", *PER_CLASS_KEYS, "gt px", "pred px"], rows))
+        pairs = top_confusions(np.asarray(report["confusion_matrix"]), 10)
+        if pairs:
+            names = [r["class"] for r in report["per_class"]]
+            out.append("\n## Most confused (ground truth -> prediction)\n")
+            out.append(table(["ground truth", "predicted as", "pixels", "% of the class"],
+                             [[_md_escape(names[g]), _md_escape(names[p]), n, pct(f)] for g, p, n, f in pairs]))
         extra = sum(report.get("out_of_range_predictions", []))
         if extra:
             out.append(f"\n{extra} pixels were predicted outside [0, {len(report['per_class'])}); "
@@ -173,19 +181,50 @@ def _pyplot():
     return plt
 
 
-def plot_confusion(report: dict[str, Any], path: Path) -> None:
+def most_confused_classes(cm: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k classes with the most confused pixels (off-diagonal, as gt or as prediction),
+    in class order; classes with no pixels at all come last."""
+    cm = np.asarray(cm, np.int64)
+    off = cm - np.diag(np.diag(cm))
+    mass = off.sum(axis=0) + off.sum(axis=1)
+    seen = cm.sum(axis=0) + cm.sum(axis=1)
+    order = np.lexsort((np.arange(len(cm)), -seen, -mass))  # most confused, then most frequent
+    return np.sort(order[:k])
+
+
+def top_confusions(cm: np.ndarray, k: int = 10) -> list[tuple[int, int, int, float]]:
+    """The k largest off-diagonal cells: (gt class, predicted class, pixels, fraction of the gt class)."""
+    cm = np.asarray(cm, np.int64)
+    off = cm - np.diag(np.diag(cm))
+    flat = np.argsort(-off, axis=None, kind="stable")[:k]
+    rows = cm.sum(axis=1)
+    out = []
+    for idx in flat:
+        g, p = divmod(int(idx), cm.shape[1])
+        if off[g, p] > 0:
+            out.append((g, p, int(off[g, p]), float(off[g, p] / rows[g])))
+    return out
+
+
+def plot_confusion(report: dict[str, Any], path: Path) -> list[str]:
+    """Draw the row-normalised confusion matrix; returns the class names it shows."""
     plt = _pyplot()
     cm = np.asarray(report["confusion_matrix"], np.float64)
     names = [r["class"] for r in report["per_class"]]
     with np.errstate(invalid="ignore", divide="ignore"):
         rows = cm / cm.sum(axis=1, keepdims=True)  # row-normalised: each gt class sums to 1
+    total = len(names)
+    if total > TOP_K_CLASSES:  # 150 classes are unreadable: show the most confused ones
+        keep = most_confused_classes(cm, TOP_K_CLASSES)
+        cm, rows, names = cm[np.ix_(keep, keep)], rows[np.ix_(keep, keep)], [names[i] for i in keep]
     n = len(names)
     side = min(max(4.0, 0.45 * n + 2), 30.0)
     fig, ax = plt.subplots(figsize=(side, side))
     im = ax.imshow(np.nan_to_num(rows), cmap="Blues", vmin=0, vmax=1)
     ax.set_xlabel("predicted")
     ax.set_ylabel("ground truth")
-    ax.set_title(f"{report['model']} ({report['backend']}): confusion, row-normalised")
+    subset = f", the {n} most confused of {total} classes" if n < total else ""
+    ax.set_title(f"{report['model']} ({report['backend']}): confusion, row-normalised{subset}")
     if n <= 40:
         ax.set_xticks(range(n), names, rotation=90, fontsize=7)
         ax.set_yticks(range(n), names, fontsize=7)
@@ -199,6 +238,7 @@ def plot_confusion(report: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return names
 
 
 def plot_per_class(report: dict[str, Any], path: Path) -> None:
@@ -234,10 +274,44 @@ def _load_samples(folder: Path) -> list[dict[str, np.ndarray]]:
     return samples
 
 
+def wrong_pixels(image: np.ndarray, target: np.ndarray, pred: np.ndarray, num_classes: int,
+                 ignore_index: int) -> np.ndarray:
+    """RGB: the image in grey, wrong pixels red, pixels the metrics ignore dark blue."""
+    grey = image.mean(axis=2, keepdims=True) if image.ndim == 3 else image[..., None]
+    out = np.repeat(0.35 * grey + 90, 3, axis=2)
+    ignored = (target == ignore_index) | (target < 0) | (target >= num_classes)
+    out[ignored] = (20, 30, 90)
+    out[~ignored & (pred != target)] = (230, 30, 30)
+    return out.astype(np.uint8)
+
+
+def legend_classes(samples: list[dict[str, np.ndarray]], num_classes: int) -> list[int]:
+    """The classes the sample pictures show (in gt or prediction), most pixels first."""
+    counts = np.zeros(num_classes, np.int64)
+    for smp in samples:
+        for key in ("target", "pred"):
+            v = smp[key].astype(np.int64).ravel()
+            counts += np.bincount(v[(v >= 0) & (v < num_classes)], minlength=num_classes)
+    return [int(i) for i in np.argsort(-counts, kind="stable") if counts[i] > 0]
+
+
+def _legend(fig, samples: list[dict[str, np.ndarray]], names: Sequence[str], palette: np.ndarray) -> None:
+    """Colour patches for the classes the pictures show, at most MAX_LEGEND, plus the wrong/ignored key."""
+    from matplotlib.patches import Patch
+
+    shown = legend_classes(samples, len(names))
+    handles = [Patch(color=palette[i] / 255.0 if i < len(palette) else (0, 0, 0), label=names[i])
+               for i in shown[:MAX_LEGEND]]
+    handles += [Patch(color=(230 / 255, 30 / 255, 30 / 255), label="wrong"),
+                Patch(color=(20 / 255, 30 / 255, 90 / 255), label="ignored")]
+    fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), fontsize=7, frameon=False,
+               title=f"classes shown ({len(shown) - MAX_LEGEND} more not listed)" if len(shown) > MAX_LEGEND else None)
+
+
 def plot_samples(report: dict[str, Any], samples: list[dict[str, np.ndarray]], path: Path) -> None:
     plt = _pyplot()
     task = report["task"]
-    cols = {"segmentation": ("image", "ground truth", "prediction"),
+    cols = {"segmentation": ("image", "ground truth", "prediction", "wrong pixels"),
             "depth": ("image", "ground truth (m)", "prediction (m)", "abs rel error"),
             "matting": ("image", "ground-truth alpha", "predicted alpha", "|error|")}[task]
     fig, axes = plt.subplots(len(samples), len(cols), figsize=(3 * len(cols), 2.4 * len(samples)), squeeze=False)
@@ -250,6 +324,9 @@ def plot_samples(report: dict[str, Any], samples: list[dict[str, np.ndarray]], p
             blend = lambda lab: (0.5 * image + 0.5 * colorize(lab, palette)).astype(np.uint8)  # noqa: E731
             row[1].imshow(blend(target))
             row[2].imshow(blend(pred))
+            settings = report.get("metric_settings") or {}
+            row[3].imshow(wrong_pixels(image, target, pred, len(report["per_class"]),
+                                       int(settings.get("ignore_index", 255))))
         elif task == "depth":
             valid = target > 0
             vmax = float(np.percentile(target[valid], 99)) if valid.any() else 1.0
@@ -269,7 +346,12 @@ def plot_samples(report: dict[str, Any], samples: list[dict[str, np.ndarray]], p
             ax.set_yticks([])
     for ax, title in zip(axes[0], cols):
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
+    if task == "segmentation":
+        _legend(fig, samples, [r["class"] for r in report["per_class"]], palette)
+        legend_rows = -(-min(MAX_LEGEND + 2, len(report["per_class"]) + 2) // 6)
+        fig.tight_layout(rect=(0, min(0.4, 0.35 * legend_rows / fig.get_figheight()), 1, 1))
+    else:
+        fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
