@@ -24,7 +24,7 @@ from .errors import ServingError
 from .server import TritonServer, start_server
 from .leftovers import kill_stub_leftovers
 from .settings import MODES, ServerSettings, default_state_dir
-from .stats import collect_status, format_status
+from .stats import format_status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,8 +85,7 @@ def cmd_start(args: argparse.Namespace, state_dir: Path) -> int:
 
 
 def _status_text(server: TritonServer) -> str:
-    with server.client() as client:
-        return format_status(server.record, collect_status(client, server.skipped, server.admin_headers))
+    return format_status(server.record, server.status())
 
 
 def _state_flag(args: argparse.Namespace) -> str:

@@ -28,7 +28,7 @@ from .process import check_ports_free, choose_mode, launch, server_command
 from .runtime_repo import derive_model, derive_repository, find_models, gpu_available
 from .settings import ServerSettings
 from .state import ServerState
-from .stats import short_reason
+from .stats import ModelStatus, collect_status, short_reason
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def _prepare_embedded(settings: ServerSettings, model_count: int) -> tuple[Path,
     runtime = state_store.runtime_repository_dir(settings.state_dir)
     skipped = derive_repository(settings.repository, runtime)
     for name, reason in skipped.items():
-        log.warning("skipping model %s: %s", name, reason)
+        log.warning("skipping model %r: %s", name, reason)
     if len(skipped) == model_count:
         raise ServingError(
             f"nothing to serve in embedded mode: every model in {settings.repository} is skipped "
@@ -184,15 +184,29 @@ class TritonServer:
             index = self._settled_index(client, timeout_s)
         if index is None:
             raise ServingError(self._failure(f"Triton was not ready after {timeout_s:.0f} s"))
-        failed = {m["name"]: short_reason(m.get("reason") or m.get("state") or "not loaded") for m in index
-                  if m.get("state") not in READY_STATES}
+        failed = {m["name"]: self._why_not_ready(m) for m in index if m.get("state") not in READY_STATES}
         if failed and (not allow_failed_models or len(failed) == len(index)):
             listed = "\n".join(f"  model {name!r} failed to load: {why}" for name, why in failed.items())
             hint = "" if allow_failed_models else " (pass --allow-failed-models to serve the others)"
             raise ServingError(self._failure(f"{len(failed)} of {len(index)} models failed to load{hint}:\n{listed}"))
         for name, why in failed.items():
-            log.warning("model %s failed to load: %s", name, why)
+            log.warning("model %r failed to load: %s", name, why)
         return failed
+
+    def _why_not_ready(self, entry: dict) -> str:
+        """One line on why a model in the index is not serving: Triton's reason, else its log's."""
+        name = entry["name"]
+        if entry.get("reason"):
+            return short_reason(entry["reason"])
+        if not is_valid_name(name):
+            return f"{name!r} is not a valid model name (letters, digits, '_', '-', '.'); rename the directory"
+        # A directory Triton could not even read (e.g. a config.pbtxt that does not parse) has no
+        # state or reason in the index; the server log says why.
+        marker = f"Poll failed for model directory '{name}': "
+        for line in reversed(self.log_tail(lines=100000).splitlines()):
+            if marker in line:
+                return short_reason(line.split(marker, 1)[1].rstrip('"'))
+        return entry.get("state") or "not loaded"
 
     def _exit_code(self) -> str:
         code = self.process.poll() if self.process is not None else None
@@ -200,6 +214,15 @@ class TritonServer:
 
     def _failure(self, headline: str) -> str:
         return f"{headline}\n--- last lines of {self.log_file} ---\n{self.log_tail()}"
+
+    def status(self) -> list[ModelStatus]:
+        """Per-model status (stats.collect_status), with the server log's reason where Triton gives none."""
+        with self.client() as client:
+            statuses = collect_status(client, self.skipped, self.admin_headers)
+        for entry in statuses:
+            if not entry.ok and not entry.reason:
+                entry.reason = self._why_not_ready({"name": entry.name, "state": ""})
+        return statuses
 
     # ---- reload ----------------------------------------------------------------------------------
     def reload(self, name: str) -> list[str]:

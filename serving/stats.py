@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from clients.contract import is_valid_name
+
 from .state import ServerState
 
 
@@ -102,12 +104,17 @@ def format_status(record: ServerState, statuses: list[ModelStatus]) -> str:
     rows = [header]
     for s in statuses:
         fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-        rows.append((s.name, s.state, ",".join(s.versions) or "-", str(s.inference_count),
+        rows.append((_shown(s.name), s.state, ",".join(s.versions) or "-", str(s.inference_count),
                      str(s.execution_count), str(s.fail_count), fmt(s.avg_queue_ms), fmt(s.avg_compute_ms)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     problems = [s for s in statuses if not s.ok]
     if problems:
         lines.append("")
-        lines += [f"{s.state.lower()}: {s.name}: {s.reason or 'no reason given'}" for s in problems]
+        lines += [f"{s.state.lower()}: {_shown(s.name)}: {s.reason or 'no reason given'}" for s in problems]
     return "\n".join(lines)
+
+
+def _shown(name: str) -> str:
+    # A directory named with a newline or a space must not break the table: show it quoted.
+    return name if is_valid_name(name) else repr(name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
@@ -77,7 +78,8 @@ def test_status_and_stop_without_a_server(tmp_path):
 
 @pytest.fixture(scope="module")
 def broken_repository(tmp_path_factory) -> Path:
-    """good (serves), broken (corrupt model.onnx) and trt_only (a TensorRT plan: skipped when embedded)."""
+    """good (serves), broken (corrupt model.onnx), badcfg (a config.pbtxt that does not parse), a copy of
+    good in a directory named 'nl\n' (not a valid name) and trt_only (a TensorRT plan: skipped when embedded)."""
     repository = tmp_path_factory.mktemp("broken") / "model_repository"
     toys.publish(repository, toys.segmentation_contract("good"), toys.segmentation_onnx(seed=4), version=1)
     toys.publish(repository, toys.segmentation_contract("broken"), b"this is not an onnx file", version=1)
@@ -85,6 +87,9 @@ def broken_repository(tmp_path_factory) -> Path:
     (repository / "trt_only" / "1").mkdir(parents=True)
     (repository / "trt_only" / CONFIG_FILE).write_text(plan.to_pbtxt())
     (repository / "trt_only" / "1" / PLAN_FILE).write_bytes(b"engine")
+    (repository / "badcfg" / "1").mkdir(parents=True)
+    (repository / "badcfg" / CONFIG_FILE).write_text("this is { not pbtxt")
+    shutil.copytree(repository / "good", repository / "nl\n")
     return repository
 
 
@@ -98,9 +103,11 @@ def _start_args(settings) -> list[str]:
 @pytest.mark.integration
 def test_start_fails_naming_the_broken_model(broken_repository, server_settings_factory):
     settings = server_settings_factory(broken_repository)
-    result = run_cli(*_start_args(settings))
+    # A 600 s timeout inside run_cli's 240 s: models that can never load must not be waited for.
+    result = run_cli(*_start_args(settings), "--timeout", "600")
     assert result.returncode == 1
     assert "model 'broken' failed to load" in result.stderr and "--allow-failed-models" in result.stderr
+    assert "model 'badcfg' failed to load: failed to read text proto" in result.stderr
     assert "--- last lines of" in result.stderr  # the server log's tail comes with it
     assert state_store.load(settings.state_dir) is None  # the server was stopped
 
@@ -109,7 +116,7 @@ def test_start_fails_naming_the_broken_model(broken_repository, server_settings_
 def test_broken_model_does_not_stop_the_others(broken_repository, server_settings_factory):
     settings = server_settings_factory(broken_repository)
     tmp_path = settings.state_dir
-    started = run_cli(*_start_args(settings), "--allow-failed-models")
+    started = run_cli(*_start_args(settings), "--allow-failed-models", "--timeout", "600")
     record = state_store.load(tmp_path)
     try:
         assert started.returncode == 0, started.stderr
@@ -122,8 +129,11 @@ def test_broken_model_does_not_stop_the_others(broken_repository, server_setting
         assert status.returncode == 0, status.stderr
         rows = {line.split()[0]: line.split()[1] for line in status.stdout.splitlines()[4:] if line.strip()}
         assert rows["good"] == "READY" and rows["broken"] == "UNAVAILABLE" and rows["trt_only"] == "SKIPPED"
+        assert rows["'nl\\n'"] == "SKIPPED" and rows["badcfg"] == "NOT"  # "NOT LOADED"
         broken_line = next(line for line in status.stdout.splitlines() if line.startswith("unavailable: broken:"))
         assert "onnxruntime cannot load" in broken_line
+        assert "skipped: 'nl\\n': 'nl\\n' is not a valid model name" in status.stdout
+        assert "not loaded: badcfg: failed to read text proto" in status.stdout
 
         # A broken new version of a serving model: the reload fails loudly, the old version keeps serving.
         toys.publish(broken_repository, toys.segmentation_contract("good"), b"corrupt", version=2)
