@@ -105,6 +105,41 @@ def test_stride_round_trip_exact(orig, stride, seed):
     assert np.array_equal(lb.invert_map(padded), depth)  # no resize: the crop is exact
 
 
+def centre_rule(src: int, dst: int) -> np.ndarray:
+    """Source index of each destination pixel by the pixel-centre rule, in plain floats: an
+    oracle independent of resize_nearest's integer maths (exact for sizes this small)."""
+    return np.floor((np.arange(dst) + 0.5) * src / dst).astype(np.int64)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.tuples(st.integers(2, 500), st.integers(2, 500)), st.floats(0.05, 0.95), st.floats(0.05, 0.95),
+       st.integers(0, 2**32 - 1))
+def test_label_inverse_after_shrinking_follows_the_pixel_centre_rule(orig, fh, fw, seed):
+    target = (max(1, int(orig[0] * fh)), max(1, int(orig[1] * fw)))  # smaller on both sides
+    lb = Letterbox.fit(orig, target=target)
+    labels = random_labels(np.random.default_rng(seed), orig)
+    back = lb.invert_labels(lb.apply_labels(labels))
+    (h, w), (rh, rw) = orig, lb.resized
+    rows = centre_rule(h, rh)[centre_rule(rh, h)]  # original row -> network row -> original row
+    cols = centre_rule(w, rw)[centre_rule(rw, w)]
+    assert np.array_equal(back, labels[np.ix_(rows, cols)])
+
+
+def test_shrunk_label_blocks_come_back_in_place():
+    # 4x6 blocks of 50x50 px, each its own class, shrunk 5x: away from the block borders (one
+    # network pixel = 5 px) every pixel gets its own block's class back; a shifted or flipped
+    # inverse would move whole blocks.
+    classes = np.arange(24, dtype=np.uint8).reshape(4, 6)
+    labels = np.kron(classes, np.ones((50, 50), np.uint8))  # (200, 300)
+    lb = Letterbox.fit(labels.shape, target=(40, 64))  # resized 40x60, padded 2 columns each side
+    assert lb.resized == (40, 60) and lb.offset == (0, 2)
+    back = lb.invert_labels(lb.apply_labels(labels))
+    y, x = np.mgrid[0:200, 0:300]
+    interior = (np.minimum(y % 50, 49 - y % 50) >= 5) & (np.minimum(x % 50, 49 - x % 50) >= 5)
+    assert np.array_equal(back[interior], labels[interior])
+    assert np.mean(back == labels) > 0.9
+
+
 @pytest.mark.parametrize("orig,target", [((2000, 3000), (2000, 3008)), ((3000, 2000), (3100, 2100)),
                                          ((1, 3000), (7, 3001)), ((2000, 1), (2000, 5)), ((1, 1), (1024, 768))])
 def test_large_and_degenerate_round_trips(orig, target):

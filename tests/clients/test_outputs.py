@@ -24,6 +24,7 @@ def test_segmentation_labels_and_overlay(tmp_path):
     assert ov[0, 0, 0] > 150 and ov[0, 1, 1] > 150 and ov[1, 0, 2] > 150  # tinted by the palette
     assert ov[1, 1].tolist() == [100, 100, 100]  # ignore stays the photo
     assert not list(tmp_path.rglob("*.tmp"))  # atomic writes leave no temp files
+    assert all(f.stat().st_mode & 0o777 == 0o644 for f in files)  # readable by other users (e.g. a web server)
 
 
 def test_labels_past_255_classes_are_16_bit(tmp_path):
@@ -34,10 +35,23 @@ def test_labels_past_255_classes_are_16_bit(tmp_path):
     assert out.dtype == np.uint16 and out.tolist() == [[0, 299]]
 
 
-def test_overlay_uses_default_palette_shape():
+def test_default_palette_overlay_values(tmp_path):
+    # The VOC colours, written out (not derived from the code under test): background black,
+    # then (128,0,0), (0,128,0), (128,128,0), (0,0,128), ...
+    assert default_palette(6) == ((0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), (128, 0, 128))
     pal = np.asarray(default_palette(4))
-    out = overlay(np.zeros((3, 3, 3), np.uint8), np.full((3, 3), 3, np.uint8), pal)
-    assert out.shape == (3, 3, 3) and out.dtype == np.uint8
+    image = np.full((2, 3, 3), 200, np.uint8)
+    labels = np.array([[0, 1, 2], [3, 255, 4]], np.uint8)  # 255 (ignore) and 4 (past the palette) stay the photo
+    out = overlay(image, labels, pal)
+    # Half and half: 0.5 * 200 + 0.5 * 128 = 164, 0.5 * 200 + 0.5 * 0 = 100.
+    assert out.tolist() == [[[100, 100, 100], [164, 100, 100], [100, 164, 100]],
+                            [[164, 164, 100], [200, 200, 200], [200, 200, 200]]]
+    # A contract without a palette gets the same colours in the written overlay (RGB order kept).
+    c = ModelContract(name="s", task="segmentation", resize=Resize("letterbox", 8, 8), num_classes=4)
+    files = write_prediction(Prediction("segmentation", labels=np.array([[1, 2], [3, 0]], np.uint8)), c,
+                             tmp_path / "v", np.full((2, 2, 3), 200, np.uint8), True)
+    rgb = cv2.cvtColor(read(files[1]), cv2.COLOR_BGR2RGB)
+    assert rgb.tolist() == [[[164, 100, 100], [100, 164, 100]], [[164, 164, 100], [100, 100, 100]]]
 
 
 def test_depth_png_is_millimetres_with_preview(tmp_path):

@@ -113,3 +113,17 @@ def test_postprocess_rejects_wrong_outputs():
         postprocess({"depth": np.zeros((1, 48, 64), np.float32)}, ts, c)
     with pytest.raises(ValueError, match=r"shape \(1, 32, 32\), expected \(1, 48, 64\)"):
         postprocess({"labels": np.zeros((1, 32, 32), np.uint8)}, ts, c)
+
+
+def test_labels_invert_to_their_places_after_shrinking():
+    # Stride mode shrinking a 240x160 image to max_side 48 (5x): a perfect model's labels come back
+    # at 240x160 with every block interior in place (a wrong crop or offset would move blocks).
+    c = ModelContract(name="s", task="segmentation", resize=Resize("stride", stride=20), num_classes=6,
+                      output_kind="labels")
+    gt = np.kron(np.arange(6, dtype=np.uint8).reshape(3, 2), np.ones((80, 80), np.uint8))  # (240, 160)
+    _, (t,) = preprocess([rng_image(240, 160)], c, max_side=48)
+    assert t.resized == (48, 32) and t.padded == (60, 40) and t.offset == (6, 4)  # padded around
+    (p,) = postprocess({"labels": t.apply_labels(gt)[None]}, [t], c)
+    y, x = np.mgrid[0:240, 0:160]
+    interior = (np.minimum(y % 80, 79 - y % 80) >= 5) & (np.minimum(x % 80, 79 - x % 80) >= 5)
+    assert p.labels.shape == gt.shape and np.array_equal(p.labels[interior], gt[interior])
