@@ -2,24 +2,36 @@
 
 PNG/JPEG/BMP/TIFF/WebP; grayscale -> 3 channels; alpha dropped; 16-bit scaled to 8-bit;
 EXIF orientation applied; a pixel-count limit checked from the header before decoding.
+What the image library warns about never reaches stderr: a decompression-bomb warning makes the
+image fail (ImageError naming the file and the warning), other warnings (corrupt EXIF, odd
+palettes: the pixels are fine) are logged once, naming the file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import os
+import threading
+import warnings
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Iterable, Iterator, Optional, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-# 64 Mpx (8192x8192): far above any model input, below PIL's decompression-bomb guard
-# (2 x Image.MAX_IMAGE_PIXELS, ~179 Mpx), which caps how high max_pixels can usefully go.
+# 64 Mpx (8192x8192): far above any model input, below PIL's decompression-bomb threshold
+# (Image.MAX_IMAGE_PIXELS, ~89 Mpx: it warns above, which fails the image, and refuses above twice
+# that), which caps how high max_pixels can usefully go.
 DEFAULT_MAX_PIXELS = 8192 * 8192
 
 Source = Union[str, os.PathLike, bytes]
+log = logging.getLogger(__name__)
+# warnings.catch_warnings swaps process-wide state, so captures take turns. Only the cheap steps
+# run under it (header parsing, EXIF, mode conversion); the pixel decode itself runs outside.
+_WARNINGS_LOCK = threading.Lock()
 
 
 class ImageError(ValueError):
@@ -58,6 +70,31 @@ def _to_rgb8(im: Image.Image, name: str) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
 
 
+@contextlib.contextmanager
+def _captured(caught: list) -> Iterator[None]:
+    """Collect the warnings raised inside into `caught` instead of printing them."""
+    with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            caught.extend(records)
+
+
+def _settle(caught: list, name: str) -> None:
+    """What PIL warned about while reading `name`: a decompression bomb is an ImageError, anything
+    else one log line naming the file; warnings from elsewhere are passed on untouched."""
+    for w in caught:
+        if issubclass(w.category, Image.DecompressionBombWarning):
+            raise ImageError(f"{name}: too large: above the image library's decompression-bomb threshold "
+                             f"({w.message}); downscale it first")
+    for w in caught:
+        if "PIL" in Path(w.filename).parts:
+            log.warning("%s: %s", name, w.message)
+        else:  # another thread's warning, caught while the lock was held: hand it back
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def load_image(source: Source, max_pixels: int = DEFAULT_MAX_PIXELS, name: Optional[str] = None) -> np.ndarray:
     """Decode a file path or encoded bytes into an RGB uint8 (H, W, 3) array.
 
@@ -66,8 +103,10 @@ def load_image(source: Source, max_pixels: int = DEFAULT_MAX_PIXELS, name: Optio
     """
     name = name or (f"<{len(source)} bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else str(source))
     data = _read_bytes(source, name)
+    caught: list = []
     try:
-        im = Image.open(io.BytesIO(data))  # lazy: reads the header only
+        with _captured(caught):
+            im = Image.open(io.BytesIO(data))  # lazy: reads the header only
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{name}: too large ({exc})") from None
     except UnidentifiedImageError:
@@ -82,10 +121,16 @@ def load_image(source: Source, max_pixels: int = DEFAULT_MAX_PIXELS, name: Optio
         )
     if w < 1 or h < 1:
         raise ImageError(f"{name}: image has no pixels ({w}x{h})")
+    _settle(caught, name)
+    caught.clear()
     try:
-        # EXIF orientation 2..8 (phone photos) -> upright pixels, as every viewer shows them.
-        im = ImageOps.exif_transpose(im)
-        return _to_rgb8(im, name)
+        im.load()  # the pixel decode, the expensive part, outside the warnings lock
+        with _captured(caught):
+            # EXIF orientation 2..8 (phone photos) -> upright pixels, as every viewer shows them.
+            im = ImageOps.exif_transpose(im)
+            rgb = _to_rgb8(im, name)
+        _settle(caught, name)
+        return rgb
     except ImageError:
         raise
     except Exception as exc:  # truncated/corrupt data surfaces only while decoding

@@ -46,8 +46,15 @@ def test_grayscale_rgba_palette_and_16bit(tmp_path, rgb):
     Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
     assert np.array_equal(load_image(tmp_path / "a.png"), rgb)  # alpha dropped, colour untouched
 
-    Image.fromarray(rgb).convert("P").save(tmp_path / "p.png")
-    assert load_image(tmp_path / "p.png").shape == (31, 47, 3)
+    # Palette PNG: every pixel is its palette entry's colour, never the index as a grey level.
+    palette = np.array([[250, 10, 10], [10, 240, 20], [0, 0, 255], [77, 77, 77], [3, 200, 180]], np.uint8)
+    index = rgb[..., 0] % len(palette)
+    im = Image.fromarray(index, "P")
+    im.putpalette(palette.flatten().tolist())
+    im.save(tmp_path / "p.png")
+    with Image.open(tmp_path / "p.png") as check:
+        assert check.mode == "P"
+    assert np.array_equal(load_image(tmp_path / "p.png"), palette[index])
 
     deep = gray.astype(np.uint16) * 256 + 200  # 16-bit grey: the high byte is the 8-bit value
     Image.fromarray(deep).save(tmp_path / "d16.png")
@@ -118,13 +125,32 @@ def _png_claiming(tmp_path, side: int) -> bytes:
     return bytes(data)
 
 
-@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.filterwarnings("error")  # nothing may leak as a warning: each outcome is the image's error
 def test_pixel_limit_is_checked_before_decoding(tmp_path):
     # The limit must trigger from the header alone, without allocating the claimed pixels.
     with pytest.raises(ImageError, match=r"huge\.png: 12000x12000 = 144\.0 Mpx is above the limit"):
         load_image(_png_claiming(tmp_path, 12000), name="huge.png")
     with pytest.raises(ImageError, match=r"bomb\.png: too large"):  # past PIL's own bomb guard
         load_image(_png_claiming(tmp_path, 100000), name="bomb.png", max_pixels=10**12)
+    # Between PIL's warning threshold (~89 Mpx) and its refusal: the warning is the image's reason.
+    with pytest.raises(ImageError, match=r"warned\.png: too large: above the image library's decompression-bomb"):
+        load_image(_png_claiming(tmp_path, 10000), name="warned.png", max_pixels=10**12)
+
+
+def test_library_warnings_are_reasons_or_log_lines_never_stderr(tmp_path, caplog, recwarn):
+    # A palette PNG with byte transparency: PIL warns while converting; the pixels are fine.
+    index = np.arange(12, dtype=np.uint8).reshape(3, 4) % 3
+    im = Image.fromarray(index, "P")
+    im.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255])
+    im.save(tmp_path / "t.png", transparency=bytes([0, 128, 255]))  # partial alpha: kept as bytes
+    with Image.open(tmp_path / "t.png") as check:
+        assert isinstance(check.info["transparency"], bytes)
+    with caplog.at_level("WARNING", logger="clients.images"):
+        out = load_image(tmp_path / "t.png")
+    assert out[0, :3].tolist() == [[255, 0, 0], [0, 255, 0], [0, 0, 255]]  # alpha dropped, colours kept
+    assert [str(w.message) for w in recwarn] == []  # nothing for the warnings machinery to print
+    (record,) = caplog.records  # one line, naming the file
+    assert record.getMessage().startswith(f"{tmp_path / 't.png'}: Palette images with Transparency")
 
 
 def test_find_images(tmp_path, rgb):
