@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     start = verbs.add_parser("start", parents=[common], help="start Triton; returns when every model is ready")
     start.add_argument("--repository", type=Path, default=Path("model_repository"), help="Triton model repository")
-    start.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for every interface)")
+    start.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default: loopback only; 0.0.0.0 for every interface, with a warning)")
     start.add_argument("--http-port", type=int, default=8000, help="HTTP/REST port (default: 8000)")
     start.add_argument("--grpc-port", type=int, default=8001, help="gRPC port, what clients use (default: 8001)")
     start.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port (default: 8002)")
@@ -51,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the server and its models")
     start.add_argument("--allow-failed-models", action="store_true",
                        help="keep serving the models that load when others fail (status says why they failed)")
+    start.add_argument("--ssl-cert", type=Path, default=None, help="PEM certificate: serve gRPC over TLS")
+    start.add_argument("--ssl-key", type=Path, default=None, help="PEM private key of --ssl-cert")
+    start.add_argument("--ssl-root-cert", type=Path, default=None,
+                       help="PEM CA bundle that signed --ssl-cert, for clients to verify it (default: the "
+                            "certificate itself, right for a self-signed one)")
 
     verbs.add_parser("status", parents=[common], help="per-model state, version, counts, queue/compute time")
     verbs.add_parser("stop", parents=[common], help="SIGTERM the server, SIGKILL after a grace period, clean up")
@@ -64,7 +70,8 @@ def cmd_start(args: argparse.Namespace, state_dir: Path) -> int:
         repository=args.repository, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
         metrics_port=args.metrics_port, log_file=args.log, tritonserver=args.tritonserver, mode=args.mode,
         state_dir=state_dir, startup_timeout_s=args.timeout, allow_failed_models=args.allow_failed_models,
-        die_with_parent=args.foreground,
+        die_with_parent=args.foreground, ssl_cert=args.ssl_cert, ssl_key=args.ssl_key,
+        ssl_root_cert=args.ssl_root_cert,
     )
     server = start_server(settings)
     print(_status_text(server))

@@ -81,7 +81,18 @@ def server_command(binary: Path, repository: Path, backends: Path, settings: Ser
         f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
         # Safe by default: loading, unloading and uploading models, logging and tracing need the key.
         *admin.server_flags(admin_key),
+        *tls_flags(settings),
     ]
+
+
+def tls_flags(settings: ServerSettings) -> list[str]:
+    """TLS for the gRPC endpoint (the wheel's Triton 2.51 has these flags; HTTP stays plain)."""
+    if settings.ssl_cert is None:
+        return []
+    flags = ["--grpc-use-ssl=true", f"--grpc-server-cert={settings.ssl_cert}", f"--grpc-server-key={settings.ssl_key}"]
+    if settings.ssl_root_cert is not None:
+        flags.append(f"--grpc-root-cert={settings.ssl_root_cert}")
+    return flags
 
 
 def check_ports_free(settings: ServerSettings) -> None:

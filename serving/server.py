@@ -52,6 +52,10 @@ def start_server(settings: ServerSettings) -> "TritonServer":
         # The server recorded here died without `stop` (killed, crashed): clear what it left first.
         TritonServer(existing, settings.state_dir).stop()
     check_ports_free(settings)
+    if settings.exposed:
+        log.warning("binding Triton to %s: other machines can reach it. Inference and metadata are open to "
+                    "them (the admin endpoints need the key in %s)%s", settings.host, settings.state_dir,
+                    "" if settings.ssl_cert else "; gRPC is not encrypted (pass --ssl-cert/--ssl-key)")
     mode, binary, backends = choose_mode(settings)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     served, skipped, env = settings.repository.resolve(), {}, dict(os.environ)
@@ -96,6 +100,8 @@ def _launch(settings: ServerSettings, mode: str, binary: Path, served: Path, bac
         metrics_port=settings.metrics_port, mode=mode, repository=str(settings.repository.resolve()),
         served_repository=str(served), binary=str(binary), log_file=str(log_file), shm_prefix=shm_prefix,
         skipped=skipped, stop_timeout_s=settings.stop_timeout_s, log_offset=log_offset,
+        grpc_ssl=settings.ssl_cert is not None,
+        ssl_root_cert=str(settings.ssl_root_cert or settings.ssl_cert or ""),
     )
     state_store.save(settings.state_dir, record)
     return TritonServer(record, settings.state_dir, process)
@@ -134,6 +140,9 @@ class TritonServer:
         self.stop()
 
     def client(self) -> grpcclient.InferenceServerClient:
+        if self.record.grpc_ssl:
+            return grpcclient.InferenceServerClient(self.grpc_url, ssl=True,
+                                                    root_certificates=self.record.ssl_root_cert)
         return grpcclient.InferenceServerClient(self.grpc_url)
 
     @property

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import tempfile
@@ -71,6 +72,12 @@ class ServerSettings:
     stop_timeout_s: float = 30.0  # SIGTERM grace (Triton's --exit-timeout-secs) before SIGKILL
     allow_failed_models: bool = False  # serve what loads instead of failing the start
     log_verbose: int = 0
+    # TLS on the gRPC endpoint: PEM server certificate and key; ssl_root_cert is the CA bundle that
+    # signed the certificate (clients, the launcher's own included, verify the server with it; for
+    # a self-signed certificate it is the certificate itself, the default).
+    ssl_cert: Optional[Path] = None
+    ssl_key: Optional[Path] = None
+    ssl_root_cert: Optional[Path] = None
     # Tests and --foreground: SIGTERM the server if the starting process dies without stop() (see above).
     die_with_parent: bool = False
 
@@ -82,6 +89,17 @@ class ServerSettings:
             self.log_file = Path(self.log_file).expanduser().absolute()  # recorded for other processes
         if self.tritonserver is not None:
             self.tritonserver = Path(self.tritonserver).expanduser()
+        for name in ("ssl_cert", "ssl_key", "ssl_root_cert"):
+            value = getattr(self, name)
+            if value is not None:
+                path = Path(value).expanduser().absolute()  # the server's cwd is the state directory
+                if not path.is_file():
+                    raise ValueError(f"--{name.replace('_', '-')} {path} does not exist")
+                setattr(self, name, path)
+        if (self.ssl_cert is None) != (self.ssl_key is None):
+            raise ValueError("TLS needs both --ssl-cert and --ssl-key")
+        if self.ssl_root_cert is not None and self.ssl_cert is None:
+            raise ValueError("--ssl-root-cert needs --ssl-cert and --ssl-key")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         ports = {"http": self.http_port, "grpc": self.grpc_port, "metrics": self.metrics_port}
@@ -96,3 +114,17 @@ class ServerSettings:
     @property
     def resolved_log_file(self) -> Path:
         return self.log_file or self.state_dir / "server.log"
+
+    @property
+    def exposed(self) -> bool:
+        """True when the server listens beyond this machine's loopback interface."""
+        return not is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: assume it resolves beyond loopback

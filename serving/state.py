@@ -43,6 +43,8 @@ class ServerState:
     skipped: dict[str, str] = field(default_factory=dict)  # model -> why it is not served
     stop_timeout_s: float = 30.0
     log_offset: int = 0  # where this server's lines start in a shared log file
+    grpc_ssl: bool = False  # the gRPC endpoint speaks TLS
+    ssl_root_cert: str = ""  # what clients verify the server's certificate with (grpc_ssl only)
 
     @property
     def grpc_url(self) -> str:
@@ -55,6 +57,11 @@ class ServerState:
     @property
     def metrics_url(self) -> str:
         return f"http://{_client_host(self.host)}:{self.metrics_port}/metrics"
+
+
+    def bound(self, port: int) -> str:
+        """Where the server really listens (the banner shows this, not the loopback alias)."""
+        return f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
 
 
 def _client_host(host: str) -> str:

@@ -92,9 +92,11 @@ def collect_status(client: Any, skipped: Optional[dict[str, str]] = None,
 
 def format_status(record: ServerState, statuses: list[ModelStatus]) -> str:
     """A human table plus one line per model that is not serving, saying why."""
+    tls = " (TLS)" if record.grpc_ssl else ""
     lines = [
-        f"Triton pid {record.pid} ({record.mode}) gRPC {record.grpc_url}  HTTP {record.http_url}  "
-        f"metrics {record.metrics_url}",
+        f"Triton pid {record.pid} ({record.mode}) gRPC {record.bound(record.grpc_port)}{tls}  "
+        f"HTTP {record.bound(record.http_port)}  metrics {record.bound(record.metrics_port)}"
+        + (f"  (from this machine: {record.grpc_url})" if record.grpc_url != record.bound(record.grpc_port) else ""),
         f"repository {record.repository}"
         + (f"  (served from {record.served_repository})" if record.served_repository != record.repository else ""),
         f"log {record.log_file}",
