@@ -4,7 +4,7 @@ Run it from the repository root with the project's venv, e.g. `.venv/bin/python 
 
     python -m serving start --repository model_repository [--grpc-port 8001 --http-port 8000 --metrics-port 8002]
                             [--host 127.0.0.1] [--foreground] [--log FILE] [--tritonserver PATH]
-    python -m serving status
+    python -m serving status [--clean]
     python -m serving reload NAME
     python -m serving stop
 """
@@ -22,7 +22,7 @@ from typing import Optional
 from . import state as state_store
 from .errors import ServingError
 from .server import TritonServer, start_server
-from .leftovers import kill_stub_leftovers
+from .leftovers import clean_client_regions, kill_stub_leftovers
 from .settings import MODES, ServerSettings, default_state_dir
 from .stats import format_status
 
@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="PEM CA bundle that signed --ssl-cert, for clients to verify it (default: the "
                             "certificate itself, right for a self-signed one)")
 
-    verbs.add_parser("status", parents=[common], help="per-model state, version, counts, queue/compute time")
+    status = verbs.add_parser("status", parents=[common], help="per-model state, version, counts, queue/compute time")
+    status.add_argument("--clean", action="store_true",
+                        help="first unregister shared-memory regions of pixelport clients that died, and unlink them")
     verbs.add_parser("stop", parents=[common], help="SIGTERM the server, SIGKILL after a grace period, clean up")
     reload = verbs.add_parser("reload", parents=[common], help="load a newly published version without a restart")
     reload.add_argument("name", help="model name")
@@ -99,8 +101,14 @@ def _state_flag(args: argparse.Namespace) -> str:
     return f" --state-dir {args.state_dir}" if args.state_dir else ""
 
 
-def cmd_status(state_dir: Path) -> int:
-    print(_status_text(TritonServer.attach(state_dir)))
+def cmd_status(state_dir: Path, clean: bool = False) -> int:
+    server = TritonServer.attach(state_dir)
+    if clean:
+        with server.client() as client:
+            cleaned = clean_client_regions(client)
+        listed = f": {', '.join(cleaned)}" if cleaned else ""
+        print(f"cleaned {len(cleaned)} shared-memory region(s) of dead clients{listed}")
+    print(_status_text(server))
     return 0
 
 
@@ -136,7 +144,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.verb == "start":
             return cmd_start(args, state_dir)
         if args.verb == "status":
-            return cmd_status(state_dir)
+            return cmd_status(state_dir, args.clean)
         if args.verb == "stop":
             return cmd_stop(state_dir)
         return cmd_reload(args.name, state_dir)

@@ -95,15 +95,42 @@ def kill_stub_leftovers(state_dir: Path, server_pid: Optional[int] = None) -> li
     return pids
 
 
+def dead_client(name: str) -> bool:
+    """True for a region name made by a pixelport client whose process is gone."""
+    match = CLIENT_SHM_PATTERN.match(name.lstrip("/"))
+    return match is not None and not Path(f"/proc/{match.group(1)}").exists()
+
+
+def clean_client_regions(client, shm_dir: Path = SHM_DIR) -> list[str]:
+    """Unregister from a running server the system shared-memory regions of pixelport clients that
+    died without cleaning up, and unlink their segments; returns the region names.
+
+    A client that is killed (SIGKILL, OOM) cannot unregister: the server keeps the region mapped,
+    and the segment keeps its memory in /dev/shm, until someone does it for the client."""
+    regions = client.get_system_shared_memory_status(as_json=True).get("regions", {})
+    entries = regions.values() if isinstance(regions, dict) else regions
+    cleaned = []
+    for entry in entries:
+        name, key = entry.get("name", ""), entry.get("key", "")
+        if not (dead_client(name) and dead_client(key)):
+            continue  # not ours to judge: only names with a dead creator's pid are leftovers
+        client.unregister_system_shared_memory(name)
+        (shm_dir / key.lstrip("/")).unlink(missing_ok=True)
+        cleaned.append(name)
+    removed = remove_shm_leftovers("", shm_dir)  # segments of dead clients that were never registered
+    if cleaned or removed:
+        log.info("unregistered %d region(s) of dead clients (%s); unlinked %s", len(cleaned), ", ".join(cleaned),
+                 ", ".join(removed) or "no other segment")
+    return cleaned
+
+
 def remove_shm_leftovers(server_prefix: str, shm_dir: Path = SHM_DIR) -> list[str]:
     """Remove this server's python-backend regions and regions of pixelport clients that are gone."""
     removed = []
     if not shm_dir.is_dir():
         return removed
     for entry in shm_dir.iterdir():
-        match = CLIENT_SHM_PATTERN.match(entry.name)
-        dead_client = match is not None and not Path(f"/proc/{match.group(1)}").exists()
-        if (server_prefix and entry.name.startswith(server_prefix)) or dead_client:
+        if (server_prefix and entry.name.startswith(server_prefix)) or dead_client(entry.name):
             try:
                 entry.unlink()
                 removed.append(entry.name)
