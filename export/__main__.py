@@ -1,10 +1,16 @@
 """Export a trained model into a Triton model repository, checked against PyTorch first.
 
+    .venv/bin/python -m export --help
     python -m export --name seg --repository model_repository --arch unet --checkpoint work/seg.pt
     python -m export --name mine --repository model_repository --module pkg.mod:build \\
         --task segmentation --num-classes 5 --resize letterbox:256x256
     python -m export --name ts --repository model_repository --torchscript model.ts --resize stride:32
     python -m export --name ep --repository model_repository --exported model.pt2 --resize letterbox:512x512
+
+Third-party models (e.g. Hugging Face `transformers`) go through --module like any other:
+
+    python -m export --name dpt --repository model_repository --module my_models.py:build_dpt \
+        --task depth --depth-kind disparity --resize letterbox:256x256
 
 Exit status: 0 published, 1 the parity gate failed (nothing published), 2 bad input.
 """
@@ -19,9 +25,10 @@ import warnings
 from typing import Optional, Sequence
 
 from clients.cli_args import hw_arg
+from clients.contract import DEPTH_KINDS, SEG_OUTPUTS, TASKS
 
 from .errors import ExportError, ParityError
-from .settings import ExportSettings
+from .settings import INPUTS, ExportSettings
 
 log = logging.getLogger("export")
 # Third-party loggers that narrate every export step at INFO.
@@ -50,30 +57,46 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--torchscript", help="a TorchScript file (torch.jit.save)")
     src.add_argument("--exported", help="a torch.export program (.pt2, torch.export.save)")
     meta = p.add_argument_group("metadata (default: the checkpoint's meta)")
-    meta.add_argument("--task", choices=("segmentation", "depth", "matting"))
-    meta.add_argument("--num-classes", type=int)
+    meta.add_argument("--task", choices=TASKS, help="what the model predicts (default: meta, else segmentation)")
+    meta.add_argument("--num-classes", type=int,
+                      help="segmentation classes (default: meta, else the model's output channels)")
     meta.add_argument("--width", type=int, help="zoo width (default: read off the checkpoint)")
     meta.add_argument("--mean", type=_floats, help="RGB mean on [0, 1], e.g. 0.485,0.456,0.406")
     meta.add_argument("--std", type=_floats, help="RGB std on [0, 1], e.g. 0.229,0.224,0.225")
     meta.add_argument("--class-names", help="file with one class name a line")
     meta.add_argument("--pad-value", type=int, help="letterbox pad level (0..255)")
-    meta.add_argument("--depth-kind", choices=("metric", "relative"))
+    meta.add_argument("--depth-kind", choices=DEPTH_KINDS,
+                      help="metric (metres after --depth-scale), relative (depth up to scale) or disparity "
+                           "(relative inverse depth: MiDaS, DPT, Depth Anything); default metric")
     meta.add_argument("--depth-scale", type=float, help="served depth x scale = metres (zoo: 1)")
     form = p.add_argument_group("served form")
-    form.add_argument("--input", choices=("uint8", "float"), default="uint8",
-                      help="uint8 NHWC RGB normalised in the graph (default), or normalised float NCHW")
-    form.add_argument("--output", choices=("labels", "logits", "labels+confidence"), default="labels",
+    form.add_argument("--input", choices=INPUTS, default="uint8",
+                      help="uint8 NHWC RGB normalised in the graph (default), or normalised float32 NCHW "
+                           "('float' is an alias of float32)")
+    form.add_argument("--output", choices=tuple(SEG_OUTPUTS), default=next(iter(SEG_OUTPUTS)),
                       help="segmentation outputs (default labels: argmax in the graph)")
     form.add_argument("--resize", help="letterbox:HxW (default: the training size) or stride:N")
-    form.add_argument("--static", action="store_true", help="fixed H/W graph (for TensorRT)")
-    form.add_argument("--max-batch", type=int, default=8)
+    form.add_argument("--static", action="store_true",
+                      help="fixed H/W graph, dynamic batch (for TensorRT); letterbox mode falls back to it "
+                           "by itself when a dynamic graph fails the gate")
+    form.add_argument("--max-batch", type=int, default=8, help="Triton max_batch_size (default 8)")
     form.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
     form.add_argument("--min-size", type=hw_arg, help="profile minimum HxW (default 32x32)")
-    form.add_argument("--max-size", type=hw_arg, help="profile maximum HxW (default max(2 x opt, 384))")
+    form.add_argument("--max-size", type=hw_arg,
+                      help="profile maximum HxW (default max(2 x opt, 384)); in stride mode also the largest "
+                           "image one request may carry (published as pixelport.max_size)")
     form.add_argument("--instances", type=int, default=1, help="Triton instance count")
     prec = p.add_argument_group("precision")
     prec.add_argument("--fp16", action="store_true", help="fp16 weights/compute, same I/O types")
-    prec.add_argument("--int8", action="store_true", help="ONNX Runtime static quantization (QDQ)")
+    prec.add_argument("--int8", action="store_true",
+                      help="ONNX Runtime static int8 (per-channel, u8 activations x s8 weights); layers that "
+                           "cost accuracy stay fp32 until the gate's budget is met")
+    prec.add_argument("--int8-format", choices=("qdq", "qoperator"), default="qdq",
+                      help="QDQ (default; onnxruntime fuses it into int8 kernels) or QOperator (QLinearConv ...)")
+    prec.add_argument("--int8-calibration", choices=("minmax", "entropy", "percentile"), default="minmax",
+                      help="how activation ranges are calibrated (default minmax)")
+    prec.add_argument("--int8-max-fp32-layers", type=int, default=8,
+                      help="most layers the int8 search may keep in fp32 (default 8; 0: all int8 or fail)")
     prec.add_argument("--calibration", help="images (or a dataset root) for --int8 and the accuracy check")
     prec.add_argument("--samples", type=int, default=8, help="sample images for the fp16/int8 check")
     prec.add_argument("--atol", type=float, help="parity absolute tolerance (fp32 default 1e-4)")
@@ -83,13 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--force", action="store_true", help="replace an existing --version")
     pub.add_argument("--gpu", action="store_true", help="KIND_GPU + ONNX Runtime TensorRT accelerator")
     pub.add_argument("--tensorrt", action="store_true", help="build a TensorRT plan (needs tensorrt)")
-    pub.add_argument("--report", help="write the parity report (JSON) here")
+    pub.add_argument("--report", help="write the parity report (JSON) here, whether the gate passes or not")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging; tracebacks on errors")
     return p
 
 
 def settings_from_args(args: argparse.Namespace) -> ExportSettings:
-    fields = {k: v for k, v in vars(args).items() if k != "verbose"}
+    fields = {k: v for k, v in vars(args).items() if k != "verbose" and not k.startswith("int8_")}
     return ExportSettings(**fields)
 
 
@@ -105,9 +128,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
     from .api import export_model  # torch loads here, after argparse answered --help
+    from .quantize import Int8Settings
 
     try:
-        result = export_model(settings_from_args(args))
+        int8 = Int8Settings(format=args.int8_format, calibration=args.int8_calibration,
+                            max_fp32_layers=args.int8_max_fp32_layers)
+        result = export_model(settings_from_args(args), int8)
     except ParityError as exc:
         if args.verbose:
             raise

@@ -28,7 +28,6 @@ from clients.pipeline import postprocess, preprocess
 from .errors import ExportError
 
 log = logging.getLogger(__name__)
-# task -> (metric key, higher is better)
 
 
 @dataclass
@@ -95,7 +94,7 @@ def onnx_runner(path: Path) -> Runner:
 
 def torch_runner(served: torch.nn.Module, contract: ModelContract) -> Runner:
     """The eager served-form module (export.wrapper.ServedModel) as a runner."""
-    names = [name for name, _, _ in contract.output_specs()]
+    names = list(contract.output_names)
 
     def run(batch: np.ndarray) -> dict[str, np.ndarray]:
         with torch.no_grad():

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any, Optional
 
-from clients.contract import ContractError, ModelContract, Resize, checked_palette
+from clients.contract import DEFAULT_OUTPUT_KIND, ContractError, ModelContract, Resize, checked_palette
 
 from .errors import ExportError
 from .settings import ExportSettings
@@ -46,9 +46,21 @@ def _triple(value: Optional[Any], meta_value: Optional[Any], default: tuple[floa
     return tuple(float(v) for v in chosen)  # type: ignore[return-value]
 
 
+def _default(name: str) -> Any:
+    """A ModelContract field's default: the contract owns them, export does not restate them."""
+    return ModelContract.__dataclass_fields__[name].default
+
+
+def _pick(flag: Optional[Any], meta: dict[str, Any], key: str) -> Any:
+    """The flag, else the checkpoint's meta, else the contract's default."""
+    if flag is not None:
+        return flag
+    value = meta.get(key)
+    return _default(key) if value is None or value == "" else value
+
+
 def build_contract(settings: ExportSettings, meta: dict[str, Any], task: str, num_classes: int) -> ModelContract:
     """The ModelContract to publish; raises ExportError naming the flag to fix."""
-    defaults = ModelContract.__dataclass_fields__
     seg = task == "segmentation"
     class_names: tuple[str, ...] = ()
     if seg:
@@ -68,19 +80,18 @@ def build_contract(settings: ExportSettings, meta: dict[str, Any], task: str, nu
             name=settings.name,
             task=task,
             resize=resize,
-            input_dtype="uint8" if settings.input == "uint8" else "float32",
-            output_kind=settings.output if seg else {"depth": "depth", "matting": "alpha"}[task],
-            mean=_triple(settings.mean, meta.get("mean"), defaults["mean"].default),
-            std=_triple(settings.std, meta.get("std"), defaults["std"].default),
-            pad_value=int(settings.pad_value if settings.pad_value is not None else meta.get("pad_value", 0)),
-            ignore_index=int(meta.get("ignore_index", 255)),
+            input_dtype=settings.input,
+            output_kind=settings.output if seg else DEFAULT_OUTPUT_KIND[task],
+            mean=_triple(settings.mean, meta.get("mean"), _default("mean")),
+            std=_triple(settings.std, meta.get("std"), _default("std")),
+            pad_value=int(_pick(settings.pad_value, meta, "pad_value")),
+            ignore_index=int(_pick(None, meta, "ignore_index")),
             num_classes=num_classes if seg else 0,
             class_names=class_names,
             palette=palette,
-            depth_kind=settings.depth_kind or meta.get("depth_kind") or "metric",
+            depth_kind=_pick(settings.depth_kind, meta, "depth_kind"),
             # the served depth output x depth_scale = metres; the zoo outputs metres (1.0)
-            depth_scale=float(settings.depth_scale if settings.depth_scale is not None
-                              else meta.get("depth_scale", 1.0)),
+            depth_scale=float(_pick(settings.depth_scale, meta, "depth_scale")),
             max_batch_size=settings.max_batch,
             dynamic_batching=settings.dynamic_batching,
             instance_count=settings.instances,
@@ -89,6 +100,9 @@ def build_contract(settings: ExportSettings, meta: dict[str, Any], task: str, nu
             gpu_accelerator=settings.gpu and not settings.tensorrt,
             static_shape=(resize.height, resize.width) if settings.static else None,
             precision=settings.precision,
+            # stride mode: --max-size (the profile's maximum, which the gate checks) is also the largest
+            # image a request may carry; a letterbox model's limit is its own HxW (None)
+            max_size=tuple(settings.max_size) if settings.max_size and resize.mode == "stride" else None,
         )
     except ContractError as exc:
         raise ExportError(str(exc)) from exc

@@ -1,4 +1,5 @@
-"""Served-form module -> a self-contained ONNX file with dynamic batch/H/W, plus fp16/int8 variants.
+"""Served-form module -> a self-contained ONNX file with dynamic batch/H/W, plus the fp16 variant
+(int8: export/quantize.py).
 
 Uses the torch 2.x dynamo exporter (torch.export underneath) with the exact-pooling mode active.
 Traces with batch 2: a batch-1 sample makes torch.export specialise the batch dimension to 1.
@@ -9,9 +10,8 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Optional
 
-import numpy as np
 import onnx
 import torch
 from torch.export import Dim
@@ -31,7 +31,7 @@ def sample_input(contract: ModelContract, batch: int, hw: tuple[int, int], seed:
     """A deterministic input in the served form: uint8 NHWC noise, or its normalised NCHW float."""
     g = torch.Generator().manual_seed(seed)
     image = torch.randint(0, 256, (batch, hw[0], hw[1], 3), dtype=torch.uint8, generator=g)
-    if contract.input_dtype == "uint8":
+    if contract.input_layout == "NHWC":
         return image
     mean = torch.tensor(contract.mean).view(1, 3, 1, 1)
     std = torch.tensor(contract.std).view(1, 3, 1, 1)
@@ -50,8 +50,7 @@ def _dynamic_shapes(contract: ModelContract, profile: Profile) -> tuple[dict[int
         # No upper bound: the graph stays valid past the profile; the gate checks the profile.
         h = Dim("height", min=max(2, profile.min_hw[0]))
         w = Dim("width", min=max(2, profile.min_hw[1]))
-        hw_axes = (1, 2) if contract.input_dtype == "uint8" else (2, 3)
-        dims.update({hw_axes[0]: h, hw_axes[1]: w})
+        dims.update(dict(zip(contract.hw_axes, (h, w))))
     return (dims,)
 
 
@@ -67,7 +66,7 @@ def export_onnx(served: torch.nn.Module, contract: ModelContract, profile: Profi
     """Export `served` (a ServedModel) to `path`; returns the seconds it took."""
     start = time.perf_counter()
     sample = sample_input(contract, TRACE_BATCH, profile.opt_hw)
-    output_names = [name for name, _, _ in contract.output_specs()]
+    output_names = list(contract.output_names)
     pooling = ExactPooling()
     try:
         with pooling, torch.no_grad():
@@ -113,36 +112,3 @@ def convert_fp16(src: Path, dst: Path) -> None:
     except Exception as exc:  # the converter's failures are plain exceptions
         raise ExportError(f"fp16 conversion failed: {_root_cause(exc)}") from exc
     save_model(half, dst)
-
-
-class _CalibrationReader:
-    """Feeds onnxruntime's static quantizer one served-form batch at a time."""
-
-    def __init__(self, batches: Sequence[np.ndarray]) -> None:
-        self._batches = list(batches)
-        self._it: Iterator[np.ndarray] = iter(self._batches)
-
-    def get_next(self) -> Optional[dict[str, np.ndarray]]:
-        batch = next(self._it, None)
-        return None if batch is None else {INPUT_NAME: batch}
-
-    def rewind(self) -> None:
-        self._it = iter(self._batches)
-
-
-def quantize_int8(src: Path, dst: Path, batches: Sequence[np.ndarray]) -> None:
-    """ONNX Runtime static quantization, QDQ format: int8 weights (per channel), uint8 activations
-    calibrated on `batches`; the graph's input and outputs keep their types."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    if not batches:
-        raise ExportError("--int8 found no calibration images; --calibration must hold some images")
-    try:
-        quantize_static(
-            str(src), str(dst), _CalibrationReader(batches), quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-            calibrate_method=CalibrationMethod.MinMax,
-        )
-    except Exception as exc:  # quantizer failures are assorted
-        raise ExportError(f"int8 quantization failed: {_root_cause(exc)}") from exc
-    save_model(onnx.load(str(dst)), dst)  # one self-contained file, as for fp32

@@ -180,14 +180,14 @@ def check_graph_io(model_path: Path, contract: ModelContract) -> Optional[str]:
     dims = inputs[0][1]
     axes = {"batch": 0}
     if contract.static_shape is None:
-        axes.update({"height": 1, "width": 2} if contract.input_dtype == "uint8" else {"height": 2, "width": 3})
+        axes.update(zip(("height", "width"), contract.hw_axes))
     for axis, idx in axes.items():
         if isinstance(dims[idx], int) and dims[idx] > 0:
             return (f"the exported graph fixed the input {axis} to {dims[idx]} (the traced size): the model's "
                     f"forward turns the input size into a Python number (e.g. int(x.shape[-1]) or a branch "
                     f"on it); keep sizes symbolic, or pass --static")
     outs = [o.name for o in graph.output]
-    want = [name for name, _, _ in contract.output_specs()]
+    want = list(contract.output_names)
     if outs != want:
         return f"the graph's outputs are {outs}, expected {want}"
     return None

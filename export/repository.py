@@ -24,8 +24,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
-from clients.contract import CONFIG_FILE, LABELS_FILE, ONNX_FILE, PLAN_FILE, ContractError, ModelContract
-from clients.files import atomic_write
+from clients.contract import (CONFIG_FILE, LABELS_FILE, ONNX_FILE, PLAN_FILE, ContractError, ModelContract,
+                              list_versions)
+from clients.files import FILE_MODE, atomic_write
 
 from .errors import ExportError
 
@@ -33,19 +34,23 @@ log = logging.getLogger(__name__)
 STAGING_PREFIX = ".pixelport-staging-"
 LOCK_FILE = ".pixelport.lock"
 VERSION_FILES_DIR = "version"  # inside staging: becomes NAME/<version>/
-
-
-def list_versions(model_dir: Path) -> list[int]:
-    """Numeric version directories, as Triton reads them (names starting with '0' are ignored)."""
-    if not model_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_dir.iterdir()
-                  if p.is_dir() and p.name.isdigit() and not p.name.startswith("0"))
+# Published directories and files are world-readable: Triton often runs as another user.
+# (mkdtemp makes 0700 directories, and the staging directory becomes the model directory.)
+DIR_MODE = 0o755
 
 
 def next_version(model_dir: Path) -> int:
+    """One past the newest version, as the contract lists them (Triton's reading of the names)."""
     versions = list_versions(model_dir)
-    return versions[-1] + 1 if versions else 1
+    return max(versions) + 1 if versions else 1
+
+
+def make_readable(root: Path) -> None:
+    """Directories 0755 and files 0644 under (and including) `root`."""
+    os.chmod(root, DIR_MODE)
+    for path in root.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, DIR_MODE if path.is_dir() else FILE_MODE)
 
 
 def _fsync_file(path: Path) -> None:
@@ -199,6 +204,7 @@ class Publisher:
         shutil.rmtree(self.staging / ".work", ignore_errors=True)
         self._write_metadata(self.staging, contract)
         self.verify(contract)
+        make_readable(self.staging)
         with repository_lock(self.repository):
             self.check_version()  # another export may have published meanwhile
             version = self.requested or next_version(self.model_dir)

@@ -10,12 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from clients.contract import SEG_OUTPUTS, TASKS, ContractError, ModelContract, Resize, is_valid_name
+from clients.contract import (DEFAULT_OUTPUT_KIND, DEPTH_KINDS, INPUT_LAYOUTS, SEG_OUTPUTS, TASKS, ContractError,
+                              ModelContract, Resize, is_valid_name)
 
 from .errors import ExportError
 
 SOURCES = ("arch", "module", "torchscript", "exported")
-INPUTS = ("uint8", "float")
+# The contract's input dtype names; "float" is the CLI's older spelling of "float32", still accepted.
+INPUT_ALIASES = {"float": "float32"}
+INPUTS = (*INPUT_LAYOUTS, *INPUT_ALIASES)
 HW = tuple[int, int]
 
 
@@ -42,17 +45,18 @@ class ExportSettings:
     std: Optional[tuple[float, float, float]] = None
     class_names: Optional[str] = None  # a file with one class name a line
     pad_value: Optional[int] = None
-    depth_kind: Optional[str] = None  # "metric" | "relative"
+    depth_kind: Optional[str] = None  # a DEPTH_KINDS entry: "metric" | "relative" | "disparity"
     depth_scale: Optional[float] = None  # served depth x scale = metres (zoo: 1.0, it outputs metres)
     # -- the served form
-    input: str = "uint8"  # "uint8": NHWC RGB, normalised in-graph | "float": normalised NCHW float32
-    output: str = "labels"  # segmentation: "labels" | "labels+confidence" | "logits"
+    input: str = "uint8"  # the contract's input dtype: "uint8" (NHWC RGB) | "float32" (normalised NCHW)
+    output: str = DEFAULT_OUTPUT_KIND["segmentation"]  # segmentation: "labels" | "labels+confidence" | "logits"
     resize: Optional[str] = None  # "letterbox:HxW" | "stride:N" (default: letterbox at meta input_size)
     static: bool = False  # fixed H/W graph (TensorRT); batch stays dynamic
     max_batch: int = 8
     opset: Optional[int] = None
     min_size: Optional[HW] = None  # profile minimum H, W (default 32x32)
-    max_size: Optional[HW] = None  # profile maximum H, W (default: max(2 x opt, 384))
+    max_size: Optional[HW] = None  # profile maximum H, W (default: max(2 x opt, 384)); stride mode: the
+    #                                  largest image one request may carry (the contract's max_size)
     # -- precision variants
     fp16: bool = False
     int8: bool = False
@@ -68,6 +72,10 @@ class ExportSettings:
     instances: int = 1
     dynamic_batching: bool = True
     report: Optional[str] = None  # also write the parity report here (JSON)
+
+    def __post_init__(self) -> None:
+        # settings carry the contract's dtype name; the CLI's "float" is an alias of "float32"
+        object.__setattr__(self, "input", INPUT_ALIASES.get(self.input, self.input))
 
     def source(self) -> str:
         """Which model source these settings name; raises if not exactly one."""
@@ -94,9 +102,11 @@ class ExportSettings:
         if self.task is not None and self.task not in TASKS:
             raise ExportError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
         if self.input not in INPUTS:
-            raise ExportError(f"--input must be uint8 or float, got {self.input!r}")
+            raise ExportError(f"--input must be one of {', '.join(INPUTS)}, got {self.input!r}")
         if self.output not in SEG_OUTPUTS:
             raise ExportError(f"--output must be one of {', '.join(SEG_OUTPUTS)}, got {self.output!r}")
+        if self.depth_kind is not None and self.depth_kind not in DEPTH_KINDS:
+            raise ExportError(f"--depth-kind must be one of {', '.join(DEPTH_KINDS)}, got {self.depth_kind!r}")
         if self.max_batch < 1:
             raise ExportError(f"--max-batch must be at least 1, got {self.max_batch}")
         if self.num_classes is not None and self.num_classes < 1:

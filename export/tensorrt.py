@@ -33,11 +33,8 @@ def require_tensorrt():
 
 def input_shapes(contract: ModelContract, profile: Profile) -> tuple[tuple[int, ...], ...]:
     """(min, opt, max) input shapes of the served graph, batch first."""
-    def shape(batch: int, hw: tuple[int, int]) -> tuple[int, ...]:
-        return (batch, hw[0], hw[1], 3) if contract.input_dtype == "uint8" else (batch, 3, hw[0], hw[1])
-
-    return (shape(1, profile.min_hw), shape(max(1, profile.max_batch // 2), profile.opt_hw),
-            shape(profile.max_batch, profile.max_hw))
+    return (contract.input_shape(1, *profile.min_hw), contract.input_shape(max(1, profile.max_batch // 2), *profile.opt_hw),
+            contract.input_shape(profile.max_batch, *profile.max_hw))
 
 
 def build_plan(onnx_path: Path, plan_path: Path, contract: ModelContract, profile: Profile,

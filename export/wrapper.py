@@ -41,8 +41,9 @@ class ServedModel(nn.Module):
         super().__init__()
         self.model = model
         self.task = contract.task
-        self.uint8_input = contract.input_dtype == "uint8"
-        self.output_names = [name for name, _, _ in contract.output_specs()]
+        # NHWC is the uint8 served form: normalisation (and the layout change) happen in the graph
+        self.nhwc_input = contract.input_layout == "NHWC"
+        self.output_names = list(contract.output_names)
         self.label_dtype = _TORCH_DTYPE[contract.label_dtype]
         # Models whose output is below the input resolution are upsampled in-graph, as mmseg does:
         # the contract promises outputs at the network input size.
@@ -54,7 +55,7 @@ class ServedModel(nn.Module):
         self.register_buffer("shift", -mean / std, persistent=False)
 
     def normalise(self, image: torch.Tensor) -> torch.Tensor:
-        if not self.uint8_input:
+        if not self.nhwc_input:
             return image  # the raw form: the client sends normalised NCHW float32
         x = image.permute(0, 3, 1, 2).to(torch.float32)  # (B, H, W, 3) -> (B, 3, H, W)
         return x * self.scale + self.shift

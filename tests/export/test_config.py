@@ -8,7 +8,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from clients.contract import ModelContract
+from clients.contract import DEFAULT_OUTPUT_KIND, ModelContract
 from export import ExportSettings
 from export.metadata import build_contract
 from export.parity import gate_cases, gate_shapes
@@ -77,3 +77,34 @@ def test_the_gate_covers_the_required_shapes():
     static = Profile.for_contract(replace(contract, static_shape=(64, 64)),
                                   ExportSettings(name="m", repository="r", arch="unet", checkpoint="c", static=True))
     assert gate_shapes(static) == [(64, 64)]
+
+
+def test_settings_carry_the_contracts_dtype_name_and_float_stays_an_alias():
+    assert ExportSettings(name="m", repository="r", input="float").input == "float32"
+    raw = _contract("segmentation", input="float32", output="logits")
+    assert raw.input_dtype == "float32" and raw.input_layout == "NCHW"
+    assert _contract("segmentation", input="float", output="logits") == raw
+
+
+def test_defaults_come_from_the_contract():
+    settings = ExportSettings(name="m_depth", repository="r", module="x.py:f", resize="letterbox:32x32")
+    contract = build_contract(settings, {}, "depth", 1)
+    defaults = ModelContract(name="m_depth", task="depth", resize=contract.resize, output_kind="depth")
+    assert contract.output_kind == DEFAULT_OUTPUT_KIND["depth"] == "depth"
+    for key in ("mean", "std", "pad_value", "ignore_index", "depth_kind", "depth_scale"):
+        assert getattr(contract, key) == getattr(defaults, key), key
+    disparity = build_contract(replace(settings, depth_kind="disparity"), {}, "depth", 1)
+    assert disparity.to_model_config().parameters["pixelport.depth_kind"].string_value == "disparity"
+    with pytest.raises(ValueError, match="--depth-kind must be one of metric, relative, disparity"):
+        replace(settings, depth_kind="inverse").check()
+
+
+def test_max_size_is_published_in_stride_mode_only():
+    stride = _contract("segmentation", resize="stride:32", max_size=(640, 480))
+    assert stride.max_size == (640, 480) and stride.size_limit == (640, 480)
+    assert _round_trip(stride).parameters["pixelport.max_size"].string_value == "640x480"
+    letterbox = _contract("segmentation", max_size=(640, 480))  # the profile's maximum only
+    assert letterbox.max_size is None and letterbox.size_limit == (64, 64)
+    profile = Profile.for_contract(stride, ExportSettings(name="m", repository="r", arch="unet", checkpoint="c",
+                                                          resize="stride:32", max_size=(640, 480)))
+    assert profile.max_hw == (640, 480) and (640, 480) in gate_shapes(profile)

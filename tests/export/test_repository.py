@@ -13,10 +13,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from clients.contract import CONFIG_FILE, LABELS_FILE, ONNX_FILE, ModelContract, Resize
+from clients.contract import CONFIG_FILE, LABELS_FILE, ONNX_FILE, ModelContract, Resize, list_versions
 from export import ExportError
 from export import repository as repo_mod
-from export.repository import STAGING_PREFIX, Publisher, list_versions, next_version, remove_stale
+from export.repository import STAGING_PREFIX, Publisher, next_version, remove_stale
 from export_helpers import assert_repository_consistent, parse_config
 
 
@@ -58,7 +58,7 @@ def tag_of(repository: Path, version: int) -> str:
 def test_versions_count_up_and_the_config_reads_back(tmp_path):
     repo = tmp_path / "repo"
     assert publish(repo, "a") == 1 and publish(repo, "b") == 2
-    assert list_versions(repo / "seg") == [1, 2] and next_version(repo / "seg") == 3
+    assert list(list_versions(repo / "seg")) == [1, 2] and next_version(repo / "seg") == 3
     assert ModelContract.from_model_config(parse_config(repo / "seg" / CONFIG_FILE)) == contract()
     assert (repo / "seg" / LABELS_FILE).read_text() == "c0\nc1\nc2\n"
     assert assert_repository_consistent(repo) == [("seg", 1), ("seg", 2)]
@@ -161,3 +161,20 @@ def test_a_kill_at_any_step_leaves_a_loadable_repository(tmp_path, monkeypatch, 
     assert steps >= 2, "the publisher should take several steps"
     # the next export after a kill still publishes
     assert publish(tmp_path / "repo1", "again") >= 1
+
+
+def test_versions_are_read_as_the_contract_reads_them(tmp_path):
+    repo = tmp_path / "repo"
+    assert publish(repo, "a") == 1
+    os.rename(repo / "seg" / "1", repo / "seg" / "01")  # Triton reads "01" as version 1
+    assert next_version(repo / "seg") == 2 and publish(repo, "b") == 2
+    assert list(list_versions(repo / "seg")) == [1, 2]
+
+
+def test_published_directories_and_files_are_world_readable(tmp_path):
+    repo = tmp_path / "repo"
+    publish(repo, "a")
+    publish(repo, "b")  # the second version goes the existing-model path
+    for path in [repo / "seg", *(repo / "seg").rglob("*")]:
+        mode = path.stat().st_mode & 0o777
+        assert mode == (0o755 if path.is_dir() else 0o644), (path, oct(mode))

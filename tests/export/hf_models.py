@@ -1,0 +1,87 @@
+"""Third-party architectures from Hugging Face `transformers`, built from tiny configs with random
+weights (no downloads), as a user's `--module file.py:factory` would build them.
+
+Each factory returns the stock `transformers` model. Weights are re-drawn with a larger spread than
+the library's init (whose DPT depth is ~1e-8 everywhere): a gate that compares near-zero outputs
+proves nothing.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+SEED = 0
+
+
+def _non_degenerate(model: nn.Module, std: float = 0.2, seed: int = SEED) -> nn.Module:
+    """Re-draw every weight matrix/kernel from N(0, std) and every bias from N(0, std/4); norms keep
+    unit scale, so activations stay O(1) through the tiny networks."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim >= 2:
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=g) * max(std, 1.0 / fan_in ** 0.5))
+            elif "norm" in name.lower() or "bn" in name.lower() or "layernorm" in name.lower():
+                if name.endswith("weight"):
+                    p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+                else:
+                    p.copy_(0.1 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) * std / 4)
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model.eval()
+
+
+def segformer(num_classes: int = 5) -> nn.Module:
+    """SegFormer (MiT encoder, all-MLP decoder); logits at H/4."""
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+    config = SegformerConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 2, 2],
+                             decoder_hidden_size=32, num_labels=num_classes)
+    return _non_degenerate(SegformerForSemanticSegmentation(config))
+
+
+def upernet_convnext(num_classes: int = 5) -> nn.Module:
+    """UperNet (PSP pooling + FPN) on a ConvNeXt backbone."""
+    from transformers import ConvNextConfig, UperNetConfig, UperNetForSemanticSegmentation
+
+    backbone = ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1],
+                              out_features=["stage1", "stage2", "stage3", "stage4"])
+    config = UperNetConfig(backbone_config=backbone, hidden_size=16, use_auxiliary_head=False, num_labels=num_classes)
+    return _non_degenerate(UperNetForSemanticSegmentation(config))
+
+
+def dpt(task: str = "depth") -> nn.Module:
+    """DPT (ViT-style encoder, patch 16) for depth."""
+    from transformers import DPTConfig, DPTForDepthEstimation
+
+    config = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                       image_size=64, patch_size=16, backbone_out_indices=[0, 1, 2, 3],
+                       neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, head_in_index=-1)
+    return _non_degenerate(DPTForDepthEstimation(config))
+
+
+def depth_anything(task: str = "depth") -> nn.Module:
+    """Depth Anything (Dinov2 backbone, patch 14, DPT head)."""
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                            image_size=56, patch_size=14, out_features=["stage1", "stage2", "stage3", "stage4"],
+                            reshape_hidden_states=False)
+    config = DepthAnythingConfig(backbone_config=backbone, neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16,
+                                 head_hidden_size=8, reassemble_hidden_size=32, patch_size=14)
+    return _non_degenerate(DepthAnythingForDepthEstimation(config))
+
+
+def mobilevit(num_classes: int = 5) -> nn.Module:
+    """MobileViT (conv + unfold/fold transformer blocks, DeepLabV3 ASPP head)."""
+    from transformers import MobileViTConfig, MobileViTForSemanticSegmentation
+
+    config = MobileViTConfig(image_size=64, hidden_sizes=[16, 24, 32], neck_hidden_sizes=[8, 8, 16, 16, 24, 32, 64],
+                             num_attention_heads=2, aspp_out_channels=16, num_labels=num_classes)
+    return _non_degenerate(MobileViTForSemanticSegmentation(config))
