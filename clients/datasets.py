@@ -103,6 +103,7 @@ class Dataset:
     label_palette: bool = False  # VOC: an RGB label is mapped back to indices through the palette
     # label files whose name ends with a key hold raw ids, mapped through the value (a 256-entry LUT)
     label_luts: dict[str, np.ndarray] = field(default_factory=dict)
+    missing_hint: str = ""  # appended to a missing-target error: where else the layout looked
 
     def read_target(self, sample: Sample, kind: str) -> np.ndarray:
         """The target as the metrics want it: labels int (H, W); depth float64 metres (0 = invalid);
@@ -111,7 +112,7 @@ class Dataset:
         if path is None:
             raise SampleError(f"layout {self.layout!r} has no {kind} targets")
         if not os.path.isfile(path):
-            raise SampleError(f"missing {kind} file {path}")
+            raise SampleError(f"missing {kind} file {path}{self.missing_hint if kind == 'labels' else ''}")
         if kind == "labels":
             labels = read_label(path, palette=self.label_palette)
             lut = next((t for suffix, t in self.label_luts.items() if path.endswith(suffix)), None)
@@ -286,7 +287,8 @@ def _cityscapes(root: Path, split: str, opts: DatasetOptions) -> Dataset:
                  "cityscapesscripts' table", raw, len(samples), CITYSCAPES_RAW_SUFFIX)
     return Dataset(str(root), split, "cityscapes", samples, ("labels",), num_classes=19,
                    class_names=CITYSCAPES_CLASSES, reduce_zero_label=bool(opts.reduce_zero_label),
-                   label_luts={CITYSCAPES_RAW_SUFFIX: id_lut(CITYSCAPES_ID_TO_TRAINID)})
+                   label_luts={CITYSCAPES_RAW_SUFFIX: id_lut(CITYSCAPES_ID_TO_TRAINID)},
+                   missing_hint=f" (nor its *{CITYSCAPES_RAW_SUFFIX}: is --data the folder holding gtFine?)")
 
 
 def _ade_root(root: Path) -> Path:

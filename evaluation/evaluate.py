@@ -308,6 +308,8 @@ class _Run:
         if outcome.sample.id in self.pictures and self.s.out:
             if isinstance(self.metrics, SegmentationMetrics):  # show the gt the metrics saw (rzl, label map)
                 outcome.target = self.metrics.prepare_gt(outcome.target)
+            elif isinstance(self.metrics, DepthMetrics):  # and the depth they scored (aligned, clipped)
+                outcome.pred = self.metrics.aligned_depth(outcome.pred, outcome.target)
             save_picture(Path(self.s.out) / "samples", outcome, self.predictor.contract.task)
 
     def fail(self, outcome: Outcome) -> None:

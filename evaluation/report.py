@@ -314,6 +314,9 @@ def plot_samples(report: dict[str, Any], samples: list[dict[str, np.ndarray]], p
     cols = {"segmentation": ("image", "ground truth", "prediction", "wrong pixels"),
             "depth": ("image", "ground truth (m)", "prediction (m)", "abs rel error"),
             "matting": ("image", "ground-truth alpha", "predicted alpha", "|error|")}[task]
+    alignment = (report.get("metric_settings") or {}).get("alignment", "none")
+    if task == "depth" and alignment != "none":  # relative depth or disparity, shown as the metrics scored it
+        cols = (*cols[:2], f"prediction (m, {alignment.replace('_', '+')} aligned)", cols[3])
     fig, axes = plt.subplots(len(samples), len(cols), figsize=(3 * len(cols), 2.4 * len(samples)), squeeze=False)
     palette = np.asarray(report.get("palette") or [[0, 0, 0]], np.uint8)
     for row, smp in zip(axes, samples):

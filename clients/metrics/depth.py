@@ -9,7 +9,7 @@ Anything output); a disparity is aligned in its own space and scored as the dept
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
@@ -55,21 +55,33 @@ def scale_shift_disparity(pred: np.ndarray, gt: np.ndarray, prediction: str = "d
     return (a11 * b0 - a01 * b1) / det, (-a01 * b0 + a00 * b1) / det
 
 
-def align(pred: np.ndarray, gt: np.ndarray, alignment: str, max_depth: float,
-          prediction: str = "depth") -> np.ndarray:
-    """Align valid-pixel predictions (1-D) to the ground truth before clipping; returns depth."""
+def fit_alignment(pred: np.ndarray, gt: np.ndarray, alignment: str, max_depth: float,
+                  prediction: str = "depth") -> Callable[[np.ndarray], np.ndarray]:
+    """Fit the alignment on valid-pixel arrays (1-D); returns the map from a prediction (any shape)
+    to aligned depth, before clipping."""
     if alignment == "scale_shift":
         # Fit in disparity space, cap the disparity at 1/max_depth (MiDaS' depth cap), back to depth.
         s, t = scale_shift_disparity(pred, gt, prediction)
-        x = pred if prediction == "disparity" else 1.0 / pred
-        return 1.0 / np.maximum(s * x + t, 1.0 / max_depth)
-    if prediction == "disparity":  # a scale-only alignment of 1/disparity is a depth up to scale
-        pred = 1.0 / pred
+
+        def to_depth(p: np.ndarray) -> np.ndarray:
+            x = p if prediction == "disparity" else 1.0 / p
+            return 1.0 / np.maximum(s * x + t, 1.0 / max_depth)
+
+        return to_depth
+    # A scale-only alignment of 1/disparity is a depth up to scale.
+    as_depth: Callable[[np.ndarray], np.ndarray] = (lambda p: 1.0 / p) if prediction == "disparity" else (lambda p: p)
     if alignment == "none":
-        return pred
+        return as_depth
     if alignment == "median":  # monodepth2: pred *= median(gt) / median(pred)
-        return pred * (np.median(gt) / np.median(pred))
+        k = np.median(gt) / np.median(as_depth(pred))
+        return lambda p: as_depth(p) * k
     raise ValueError(f"unknown depth alignment {alignment!r}; known: {', '.join(ALIGNMENTS)}")
+
+
+def align(pred: np.ndarray, gt: np.ndarray, alignment: str, max_depth: float,
+          prediction: str = "depth") -> np.ndarray:
+    """Align valid-pixel predictions (1-D) to the ground truth before clipping; returns depth."""
+    return fit_alignment(pred, gt, alignment, max_depth, prediction)(pred)
 
 
 def depth_errors(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
@@ -129,20 +141,32 @@ class DepthMetrics(PerImageMetrics):
         mask = self.valid_mask(gt)
         if not mask.any():
             return None
-        p, g = pred[mask], gt[mask]
-        # BTS: non-finite predictions become the range ends instead of poisoning the mean.
-        if self.prediction == "disparity":
-            # Disparity: NaN is "no signal" (0), +inf is nearest (1/min_depth); the scale-shift fit
-            # takes any value, but 1/disparity (median alignment) needs it positive.
-            lo = 1.0 / self.max_depth
-            p = np.where(np.isnan(p), 0.0, np.where(np.isinf(p), 1.0 / max(self.min_depth, 1e-12), p))
-            p = np.maximum(p, lo) if self.alignment == "median" else p
-        else:
-            p = np.where(np.isnan(p), self.min_depth, np.where(np.isinf(p), self.max_depth, p))
-            p = np.maximum(p, self.min_depth) if self.alignment != "none" else p  # 1/pred, ratios need > 0
+        p, g = self._sanitize(pred[mask]), gt[mask]
         p = align(p, g, self.alignment, self.max_depth, self.prediction)
         p = np.clip(p, self.min_depth, self.max_depth)
         return depth_errors(p, g)
+
+    def _sanitize(self, p: np.ndarray) -> np.ndarray:
+        """BTS: non-finite predictions become the range ends instead of poisoning the mean."""
+        if self.prediction == "disparity":
+            # Disparity: NaN is "no signal" (0), +inf is nearest (1/min_depth); the scale-shift fit
+            # takes any value, but 1/disparity (median alignment) needs it positive.
+            p = np.where(np.isnan(p), 0.0, np.where(np.isinf(p), 1.0 / max(self.min_depth, 1e-12), p))
+            return np.maximum(p, 1.0 / self.max_depth) if self.alignment == "median" else p
+        p = np.where(np.isnan(p), self.min_depth, np.where(np.isinf(p), self.max_depth, p))
+        return np.maximum(p, self.min_depth) if self.alignment != "none" else p  # 1/pred, ratios need > 0
+
+    def aligned_depth(self, pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+        """The whole prediction as the metrics score it (for pictures): depth, aligned with the fit
+        on the valid pixels, clipped to the range. Without a valid pixel, alignment is skipped."""
+        pred = self._sanitize(np.asarray(pred, np.float64))
+        gt = np.asarray(gt, np.float64)
+        mask = self.valid_mask(gt)
+        alignment = self.alignment if mask.any() else "none"
+        with np.errstate(divide="ignore", invalid="ignore"):
+            to_depth = fit_alignment(pred[mask], gt[mask], alignment, self.max_depth, self.prediction)
+            return np.clip(np.nan_to_num(to_depth(pred), nan=self.max_depth, posinf=self.max_depth),
+                           self.min_depth, self.max_depth)
 
     def update(self, pred: np.ndarray, gt: np.ndarray, key: Optional[str] = None) -> Optional[dict[str, float]]:
         errors = self.image_errors(pred, gt)

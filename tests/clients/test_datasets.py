@@ -198,3 +198,12 @@ def test_aim_and_p3m_layouts_with_trimap_folders(tmp_path):
     (tmp_path / "P3M-500-P" / "trimap" / "p_0a1b.png").unlink()
     with pytest.raises(SampleError, match="missing trimap file"):
         ds.read_target(ds.samples[0], "trimap")
+
+
+def test_cityscapes_without_any_label_file_says_where_it_looked(tmp_path):
+    root = tmp_path / "cs"
+    write_png(root / "leftImg8bit" / "val" / "ulm" / "ulm_000000_000019_leftImg8bit.png", rgb())
+    (root / "gtFine" / "val").mkdir(parents=True)
+    ds = open_dataset(str(root), "val")
+    with pytest.raises(SampleError, match=r"_gtFine_labelTrainIds\.png \(nor its \*_gtFine_labelIds\.png"):
+        ds.read_target(ds.samples[0], "labels")

@@ -132,3 +132,15 @@ def test_disparity_prediction_is_fitted_in_disparity_space():
         DepthMetrics(alignment="scale_shift", prediction="disparity").merge(DepthMetrics(alignment="scale_shift"))
     back = metrics_from_json(json.loads(json.dumps(DepthMetrics(alignment="median", prediction="disparity").to_json())))
     assert back.prediction == "disparity"
+
+
+def test_aligned_depth_is_what_the_metrics_score():
+    rng = np.random.default_rng(4)
+    gt = rng.uniform(1, 6, (10, 12))
+    gt[0, 0] = 0  # invalid: still gets the image's fit
+    m = DepthMetrics(max_depth=10, alignment="scale_shift", prediction="disparity")
+    aligned = m.aligned_depth(0.5 / np.where(gt > 0, gt, 1) + 0.1, gt)
+    np.testing.assert_allclose(aligned[gt > 0], gt[gt > 0], rtol=1e-9)
+    assert aligned[0, 0] == pytest.approx(1.0)
+    plain = DepthMetrics(max_depth=5)
+    np.testing.assert_array_equal(plain.aligned_depth(gt * 2, gt), np.clip(gt * 2, 1e-3, 5))

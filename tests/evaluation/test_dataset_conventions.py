@@ -12,6 +12,7 @@ from PIL import Image
 from clients.contract import default_palette
 from clients.images import load_image
 from evaluation.evaluate import EvalSettings, check_report, evaluate
+from evaluation.report import write_report
 from evalkit import FakePredictor, make_pixelport, write_png
 
 # cityscapesscripts' labels.py, written out here independently of clients.datasets.
@@ -156,8 +157,12 @@ def test_a_disparity_model_is_scored_through_its_contracts_depth_kind(tmp_path):
     def disparity(img):  # relative inverse depth: an exact affine map of 1 / true depth
         return 0.3 / gts[hashlib.sha1(img.tobytes()).hexdigest()] + 0.05
 
-    report = evaluate(FakePredictor("depth", disparity, depth_kind="disparity"), EvalSettings(data=str(data)))
+    out = tmp_path / "out"
+    report = evaluate(FakePredictor("depth", disparity, depth_kind="disparity"), EvalSettings(data=str(data), out=str(out)))
     assert report["metric_settings"]["prediction"] == "disparity"
+    with np.load(next((out / "samples").glob("*.npz"))) as pic:  # pictures show the depth that was scored
+        np.testing.assert_allclose(pic["pred"], pic["target"], rtol=1e-3)
+    assert any(p.endswith("error_maps.png") for p in write_report(report, str(out)))
     assert report["metric_settings"]["alignment"] == "scale_shift"
     assert report["metrics"]["abs_rel"] < 1e-3
     wrong = evaluate(FakePredictor("depth", disparity, depth_kind="relative"), EvalSettings(data=str(data)))
