@@ -128,3 +128,14 @@ def test_cityscapes_size_flip_and_six_scales(slide_server, seg_model):
     with DenseClient(slide_server.grpc_url, "seg_logits", timeout_s=300) as client:
         got = client.predict(img, window=window).labels
     assert np.array_equal(got, want), f"{np.sum(got != want)} pixels differ"
+
+
+def test_slide_bench_measures_batched_and_per_tile_requests(slide_server):
+    from benchmarks.slide_bench import SlideBenchSettings, run_bench, table
+
+    result = run_bench(SlideBenchSettings(slide_server.grpc_url, "seg_logits", size=(256, 512), crop=SMALL.crop,
+                                          stride=SMALL.stride, rounds=1))
+    batched, per_tile = result["variants"]["batched"], result["variants"]["per_tile"]
+    assert result["tiles"] == 9 and per_tile["requests_per_image"] == 9 and batched["requests_per_image"] == 3
+    assert result["labels_agree"] == 1.0 and batched["images_per_s"] > 0 and per_tile["images_per_s"] > 0
+    assert "| batched | 4 | 3 |" in table(result)
