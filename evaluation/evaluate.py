@@ -28,7 +28,7 @@ from clients.files import atomic_path, atomic_write_json
 from clients.datasets import TARGET_KINDS, Dataset, DatasetOptions, Sample, SampleError, open_dataset
 from clients.images import ImageError, load_image
 from clients.metrics import DepthMetrics, Metrics, SegmentationMetrics, metrics_from_json
-from clients.metrics.tasks import DEFAULT_DEPTH_RANGE, make_metrics
+from clients.metrics.tasks import DEFAULT_DEPTH_RANGE, depth_scoring, make_metrics
 from .fingerprint import fingerprint_differences, inference_settings, model_fingerprint, short
 from .predictors import Predictor
 
@@ -133,8 +133,7 @@ def build_metrics(predictor: Predictor, dataset: Dataset, s: EvalSettings) -> Me
                             class_names=names)
     if c.task == "depth":
         max_depth = s.max_depth or (dataset.depth_range or DEFAULT_DEPTH_RANGE)[1]
-        prediction = "disparity" if c.depth_kind == "disparity" else "depth"
-        alignment = s.alignment or ("none" if c.depth_kind == "metric" else "scale_shift")
+        alignment, prediction = depth_scoring(c.depth_kind, s.alignment)
         return make_metrics("depth", depth_range=(s.min_depth, max_depth), alignment=alignment, crop=s.crop,
                             depth_prediction=prediction)
     return make_metrics("matting", trimap_kernel=s.trimap_kernel)

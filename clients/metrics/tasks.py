@@ -33,6 +33,21 @@ TASK_METRICS = {
 }
 
 
+# How a depth model's output is scored, by the contract's depth kind: (alignment, prediction).
+# Metric depth is scored as is; relative depth and disparity (relative inverse depth: MiDaS, DPT,
+# Depth Anything) are aligned per image by MiDaS' least-squares scale and shift in disparity space.
+DEPTH_KIND_SCORING = {"metric": ("none", "depth"), "relative": ("scale_shift", "depth"),
+                      "disparity": ("scale_shift", "disparity")}
+
+
+def depth_scoring(depth_kind: str, alignment: Optional[str] = None) -> tuple[str, str]:
+    """(alignment, prediction) for a depth kind; an explicit alignment overrides the default."""
+    if depth_kind not in DEPTH_KIND_SCORING:
+        raise ValueError(f"unknown depth kind {depth_kind!r}; known: {', '.join(DEPTH_KIND_SCORING)}")
+    default, prediction = DEPTH_KIND_SCORING[depth_kind]
+    return alignment or default, prediction
+
+
 def higher_is_better(task: str, key: str) -> bool:
     return key in TASK_METRICS[task].better_up
 

@@ -144,3 +144,14 @@ def test_aligned_depth_is_what_the_metrics_score():
     assert aligned[0, 0] == pytest.approx(1.0)
     plain = DepthMetrics(max_depth=5)
     np.testing.assert_array_equal(plain.aligned_depth(gt * 2, gt), np.clip(gt * 2, 1e-3, 5))
+
+
+def test_every_contract_depth_kind_has_its_scoring():
+    from clients.contract import DEPTH_KINDS
+    from clients.metrics.tasks import DEPTH_KIND_SCORING, depth_scoring
+
+    assert set(DEPTH_KIND_SCORING) == set(DEPTH_KINDS)
+    assert depth_scoring("disparity") == ("scale_shift", "disparity")
+    assert depth_scoring("relative", "median") == ("median", "depth") and depth_scoring("metric")[0] == "none"
+    with pytest.raises(ValueError, match="known"):
+        depth_scoring("inverse")
