@@ -68,7 +68,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--crop", type=_crop, metavar="NAME|HxW",
                    help="depth: evaluation crop (garg, eigen_kitti, eigen_nyu); with --mode slide: the "
                         "window's crop HxW, e.g. 512x1024 (mmseg's test_cfg crop_size)")
-    m.add_argument("--trimap-kernel", type=int, default=10, help="matting: kernel of the erode/dilate band when the dataset has no trimap files (default 10)")
+    m.add_argument("--trimap-kernel", type=int, default=10,
+                   help="matting: kernel of the erode/dilate band when the dataset has no trimap files (default 10)")
     w = p.add_argument_group("inference (mmseg's test modes; segmentation needs a model served with logits)")
     w.add_argument("--mode", choices=("whole", "slide"), default="whole",
                    help="whole: one request per image, letterboxed by the model's contract; slide: "

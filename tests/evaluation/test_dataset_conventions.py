@@ -158,7 +158,8 @@ def test_a_disparity_model_is_scored_through_its_contracts_depth_kind(tmp_path):
         return 0.3 / gts[hashlib.sha1(img.tobytes()).hexdigest()] + 0.05
 
     out = tmp_path / "out"
-    report = evaluate(FakePredictor("depth", disparity, depth_kind="disparity"), EvalSettings(data=str(data), out=str(out)))
+    report = evaluate(FakePredictor("depth", disparity, depth_kind="disparity"),
+                      EvalSettings(data=str(data), out=str(out)))
     assert report["metric_settings"]["prediction"] == "disparity"
     with np.load(next((out / "samples").glob("*.npz"))) as pic:  # pictures show the depth that was scored
         np.testing.assert_allclose(pic["pred"], pic["target"], rtol=1e-3)
