@@ -17,6 +17,7 @@ _EXPORTS = {
     "InferenceError": "client",
     "ModelNotFoundError": "client",
     "ServerUnavailableError": "client",
+    "ClientStats": "client",
     "AsyncDenseClient": "aio",
     "SlideWindow": "window",
     "Prediction": "prediction",

@@ -5,7 +5,8 @@
 
 One image per request; Triton's dynamic batcher groups concurrent requests on the server.
 Pre/post-processing runs in worker threads (cv2 releases the GIL), so the event loop keeps
-requests flowing. Retries, round-robin, contract checks and shm are the sync client's.
+requests flowing. Retries (the same loop body, awaited), round-robin, size and contract checks,
+TLS, stats and shm are the sync client's.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ from typing import Any, Awaitable, Callable, Optional, Sequence, Union
 import numpy as np
 import tritonclient.grpc.aio as aiogrpc
 from tritonclient.utils import InferenceServerException
-from tritonclient.utils.shared_memory import SharedMemoryException
 
-from .client import (CHANNEL_ARGS, ClientBase, InferenceError, Retrier, ServerUnavailableError, Urls,
-                     contract_from_config, is_model_missing, make_request, read_result, ready_models,
-                     shm_nbytes)
+from .client import (ATTEMPT_ERRORS, ClientBase, ClientStats, InferenceError, ServerUnavailableError, Urls,
+                     check_request, client_kwargs, contract_from_config, is_model_missing, make_request,
+                     read_result, ready_models, shm_nbytes)
 from .pipeline import postprocess, preprocess
 from .prediction import Prediction
 from .window import SlideWindow, run_slide_async
@@ -34,12 +34,16 @@ class AsyncDenseClient(ClientBase):
 
     def __init__(self, url: Urls, model: str, version: str = "", *, concurrency: int = 8,
                  timeout_s: float = 60.0, retries: int = 8, backoff_s: float = 0.25,
-                 max_backoff_s: float = 8.0, use_shm: bool = False, max_side: Optional[int] = None) -> None:
+                 max_backoff_s: float = 8.0, use_shm: bool = False, max_side: Optional[int] = None,
+                 ssl: bool = False, root_cert: Optional[str] = None, client_cert: Optional[str] = None,
+                 client_key: Optional[str] = None, stats: Optional[ClientStats] = None) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         # One shm slot per request in flight, so concurrent requests never share a region.
         super().__init__(url, model, version, timeout_s=timeout_s, retries=retries, backoff_s=backoff_s,
-                         max_backoff_s=max_backoff_s, use_shm=use_shm, shm_slots=concurrency, max_side=max_side)
+                         max_backoff_s=max_backoff_s, use_shm=use_shm, shm_slots=concurrency, max_side=max_side,
+                         ssl=ssl, root_cert=root_cert, client_cert=client_cert, client_key=client_key,
+                         stats=stats)
         self.concurrency = concurrency
         self._clients: list[aiogrpc.InferenceServerClient] = []
         self._gate: Optional[asyncio.Semaphore] = None
@@ -56,10 +60,11 @@ class AsyncDenseClient(ClientBase):
         """Open channels, read and check the contract. Returns self."""
         if self._contract is not None:
             return self
-        self._clients = [aiogrpc.InferenceServerClient(u, channel_args=CHANNEL_ARGS) for u in self.urls]
+        self._clients = [aiogrpc.InferenceServerClient(**client_kwargs(u, self.tls)) for u in self.urls]
         self._gate = asyncio.Semaphore(self.concurrency)
         try:
             self._contract = await self._fetch_contract()
+            await asyncio.to_thread(self._sweep_shm)
         except BaseException:
             await self.close()
             raise
@@ -67,18 +72,13 @@ class AsyncDenseClient(ClientBase):
 
     async def _call(self, fn: Callable[[str, aiogrpc.InferenceServerClient], Awaitable[Any]], image: str,
                     connecting: bool = False) -> Any:
-        if not self._clients:
-            raise RuntimeError(f"client for {self.model!r} is not connected (await connect()) or closed")
-        retrier = Retrier(self.retry, self.model, image, connecting, servers=len(self.urls))
+        attempts = self._attempts(image, connecting)
         while True:
-            i = self._next_index()
+            url, grpc = attempts.next()
             try:
-                return await fn(self.urls[i], self._clients[i])
-            except (InferenceServerException, SharedMemoryException) as exc:
-                delay = retrier.failed(exc, self.urls[i])
-                if self._shm is not None:
-                    self._shm.invalidate(self.urls[i])
-                await asyncio.sleep(delay)
+                return attempts.succeeded(await fn(url, grpc))
+            except ATTEMPT_ERRORS as exc:
+                await asyncio.sleep(attempts.failed(exc))
 
     async def _fetch_contract(self):
         async def fetch(url: str, client: aiogrpc.InferenceServerClient) -> Any:
@@ -94,8 +94,8 @@ class AsyncDenseClient(ClientBase):
             try:
                 client = self._clients[self.urls.index(exc.url)]
                 served = ready_models(await client.get_model_repository_index(as_json=True, client_timeout=self.timeout_s))
-            except InferenceServerException:
-                served = []
+            except InferenceServerException:  # e.g. a server that keeps its index for admins
+                served = None
             raise self._model_missing(exc, served) from exc
         return contract_from_config(config, self.model)
 
@@ -109,6 +109,7 @@ class AsyncDenseClient(ClientBase):
 
     async def _infer_tensors(self, batch: np.ndarray, image: str) -> dict[str, np.ndarray]:
         contract = self.contract
+        check_request(batch, contract)
 
         async def attempt(url: str, client: aiogrpc.InferenceServerClient) -> dict[str, np.ndarray]:
             if self._shm is None:

@@ -2,11 +2,14 @@ r"""Batch inference: every image in the inputs through a served model, results w
 
     python -m clients infer --url 127.0.0.1:8001 --model seg_unet photos/ extra.jpg --out out/
     python -m clients infer --url HOST:PORT --model NAME INPUT... --out DIR \
-        [--concurrency N] [--shm] [--overlay] [--recursive]
+        [--concurrency N] [--shm] [--overlay] [--recursive] [--max-side N]
+    python -m clients infer --url grpcs://HOST:PORT --root-cert ca.pem --model NAME INPUT... --out DIR
 
 Files are taken as given; folders contribute their images (with --recursive, sub-folders too,
-mirrored under --out). Per image it writes what clients.outputs describes. Progress goes to
-stderr; at the end a summary and DIR/failed.json (every input that failed, with its reason).
+mirrored under --out). Per image it writes what clients.outputs describes (files 0644). Progress
+goes to stderr; at the end a summary and DIR/failed.json: every input that failed, with its reason,
+also those that could not be read at all (symbolic-link loops, permission errors, folders that
+cannot be listed) and images the image library warned about (e.g. decompression bombs).
 Exit status: 0 all written, 1 some failed (the good ones are still written), 2 nothing could
 run (no inputs, server unreachable, model missing or not a pixelport model).
 """
@@ -15,8 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
+import os
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -25,7 +29,8 @@ from typing import Optional
 
 from .aio import AsyncDenseClient
 from .contract import ContractError
-from .client import InferenceError
+from .client import ClientStats, InferenceError
+from .files import atomic_write_json
 from .images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageError, load_image
 from .outputs import write_prediction
 from .progress import Progress
@@ -52,7 +57,11 @@ class InferSettings:
     retries: int = 12
     backoff_s: float = 0.25
     max_pixels: int = DEFAULT_MAX_PIXELS
-    max_side: Optional[int] = None
+    max_side: Optional[int] = None  # None: the model's size limit (stride-mode models)
+    ssl: bool = False
+    root_cert: Optional[str] = None
+    client_cert: Optional[str] = None
+    client_key: Optional[str] = None
 
 
 @dataclass
@@ -60,44 +69,102 @@ class InferReport:
     written: dict[str, list[str]] = field(default_factory=dict)  # input -> files written
     failed: dict[str, str] = field(default_factory=dict)  # input -> reason
     seconds: float = 0.0
+    stats: ClientStats = field(default_factory=ClientStats)  # the client's: requests, retries, failures
 
     @property
     def images_per_s(self) -> float:
         return len(self.written) / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def retries(self) -> int:
+        """Requests repeated after a retriable error (server down, restarting or overloaded)."""
+        return self.stats.retries
 
-def plan_outputs(inputs: list[Path], out: Path, recursive: bool) -> list[tuple[Path, Path]]:
-    """(input file, output stem) pairs. Files keep their stem; images found in a folder keep
-    their path relative to it. Clashing stems (a.jpg and a.png) get a _2, _3 ... suffix."""
+
+def _unreadable(exc: OSError) -> str:
+    return f"cannot read ({exc.strerror or exc})"
+
+
+def _folder_images(folder: Path, recursive: bool, failed: dict[str, str]) -> list[Path]:
+    """Image files in `folder` (sorted; sub-folders too with `recursive`, following links to
+    folders but never round a loop). Entries that cannot be examined (a symbolic-link loop, a
+    permission error, a folder that cannot be listed) go to `failed` with the reason."""
+    found: list[Path] = []
+    visited: set[tuple[int, int]] = set()
+
+    def walk(directory: Path) -> None:
+        try:
+            info = directory.stat()
+            if (info.st_dev, info.st_ino) in visited:  # a link back to a folder already walked
+                return
+            visited.add((info.st_dev, info.st_ino))
+            names = sorted(os.listdir(directory))
+        except OSError as exc:
+            failed[str(directory)] = f"cannot list folder ({exc.strerror or exc})"
+            return
+        for name in names:
+            path = directory / name
+            try:
+                mode = path.stat().st_mode
+            except FileNotFoundError:  # a dangling link: an image that is not there
+                if path.suffix.lower() in IMAGE_EXTENSIONS:
+                    failed[str(path)] = "broken symbolic link (its target does not exist)"
+                continue
+            except OSError as exc:  # e.g. ELOOP: a link that points round in a circle
+                failed[str(path)] = _unreadable(exc)
+                continue
+            if stat.S_ISDIR(mode):
+                if recursive:
+                    walk(path)
+            elif stat.S_ISREG(mode) and path.suffix.lower() in IMAGE_EXTENSIONS:
+                found.append(path)
+
+    walk(folder)
+    return found
+
+
+def plan_outputs(inputs: list[Path], out: Path, recursive: bool) -> tuple[list[tuple[Path, Path]], dict[str, str]]:
+    """((input file, output stem) pairs, {input that cannot be read at all: reason}). Files keep
+    their stem; images found in a folder keep their path relative to it. Clashing stems (a.jpg
+    and a.png) get a _2, _3 ... suffix. A missing file stays a job (it fails as "file not found")."""
     pairs: list[tuple[Path, Path]] = []
+    failed: dict[str, str] = {}
     for item in inputs:
-        if item.is_dir():
-            pattern = "**/*" if recursive else "*"
-            found = sorted(p for p in item.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-            pairs.extend((p, out / p.relative_to(item).with_suffix("")) for p in found)
+        try:
+            is_dir = stat.S_ISDIR(item.stat().st_mode)
+        except FileNotFoundError:
+            is_dir = False
+        except OSError as exc:  # a symbolic-link loop given by name, a permission error
+            failed[str(item)] = _unreadable(exc)
+            continue
+        if is_dir:
+            pairs.extend((p, out / p.relative_to(item).with_suffix("")) for p in _folder_images(item, recursive, failed))
         else:
             pairs.append((item, out / item.stem))
     used: set[Path] = set()
-    seen: set[Path] = set()
+    seen: set[str] = set()
     unique = []
     for path, stem in pairs:
-        if path.resolve() in seen:  # named twice (a file and its folder): process it once
+        key = os.path.realpath(path)  # never raises, loops included
+        if key in seen:  # named twice (a file and its folder): process it once
             continue
-        seen.add(path.resolve())
+        seen.add(key)
         candidate, n = stem, 1
         while candidate in used:
             n += 1
             candidate = stem.with_name(f"{stem.name}_{n}")
         used.add(candidate)
         unique.append((path, candidate))
-    return unique
+    return unique, failed
 
 
 async def _infer_all(settings: InferSettings, jobs: list[tuple[Path, Path]], report: InferReport) -> None:
     progress = Progress(len(jobs), "infer")
     client = AsyncDenseClient(settings.urls, settings.model, settings.version, concurrency=settings.concurrency,
                               timeout_s=settings.timeout_s, retries=settings.retries, backoff_s=settings.backoff_s,
-                              use_shm=settings.use_shm, max_side=settings.max_side)
+                              use_shm=settings.use_shm, max_side=settings.max_side, ssl=settings.ssl,
+                              root_cert=settings.root_cert, client_cert=settings.client_cert,
+                              client_key=settings.client_key, stats=report.stats)
     queue: asyncio.Queue = asyncio.Queue()
     for job in jobs:
         queue.put_nowait(job)
@@ -132,15 +199,22 @@ def _reason(path: Path, exc: BaseException) -> str:
     return text[len(f"{path}: "):] if text.startswith(f"{path}: ") else text
 
 
-def run_infer(settings: InferSettings) -> InferReport:
-    """Run the whole batch; raises (InferenceError, ContractError) only when nothing can run."""
-    jobs = plan_outputs(settings.inputs, settings.out, settings.recursive)
-    if not jobs:
+def run_infer(settings: InferSettings, report: Optional[InferReport] = None) -> InferReport:
+    """Run the whole batch; raises (InferenceError, ContractError) only when nothing can run.
+
+    Pass `report` to watch it fill while the run goes (written, failed, stats.retries)."""
+    jobs, unreadable = plan_outputs(settings.inputs, settings.out, settings.recursive)
+    report = report if report is not None else InferReport()
+    report.failed.update(unreadable)
+    if not jobs and not unreadable:
         raise ValueError(f"no images found in {[str(p) for p in settings.inputs]} "
                          f"(extensions {', '.join(IMAGE_EXTENSIONS)}; use --recursive for sub-folders)")
     settings.out.mkdir(parents=True, exist_ok=True)
-    report = InferReport()
     started = time.monotonic()
+    if not jobs:  # only inputs that cannot be read: each is listed, nothing to send
+        report.seconds = time.monotonic() - started
+        _write_failed(settings.out, report)
+        return report
     try:
         asyncio.run(_infer_all(settings, jobs, report))
     except (InferenceError, ContractError) as exc:
@@ -157,12 +231,13 @@ def run_infer(settings: InferSettings) -> InferReport:
 
 def _write_failed(out: Path, report: InferReport) -> None:
     entries = [{"input": path, "error": reason} for path, reason in sorted(report.failed.items())]
-    (out / "failed.json").write_text(json.dumps(entries, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(out / "failed.json", entries, indent=2)
 
 
 def _summary(report: InferReport, out: Path) -> str:
+    retried = f", {report.retries} retried requests" if report.retries else ""
     lines = [f"done {len(report.written)}, failed {len(report.failed)} in {report.seconds:.1f} s "
-             f"({report.images_per_s:.2f} images/s); outputs in {out}"]
+             f"({report.images_per_s:.2f} images/s{retried}); outputs in {out}"]
     lines += [f"  FAILED {path}: {reason}" for path, reason in sorted(report.failed.items())]
     if report.failed:
         lines.append(f"  (listed in {out / 'failed.json'})")
@@ -185,7 +260,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
     p.add_argument("--retries", type=int, default=12, help="retries per request while a server is unavailable")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
-    p.add_argument("--max-side", type=int, default=None, help="stride-mode models: shrink longer sides above this")
+    p.add_argument("--max-side", type=int, default=None,
+                   help="stride-mode models: shrink longer sides above this (default: the model's size limit; "
+                        "a value above the limit makes larger images fail)")
+    tls = p.add_argument_group("TLS", "gRPC over TLS (also implied by grpcs://HOST:PORT URLs)")
+    tls.add_argument("--ssl", action="store_true", help="connect with TLS (the system's root certificates "
+                     "unless --root-cert)")
+    tls.add_argument("--root-cert", default=None, metavar="PEM", help="root certificate(s) to trust; implies --ssl")
+    tls.add_argument("--client-cert", default=None, metavar="PEM", help="client certificate for mutual TLS "
+                     "(with --client-key); implies --ssl")
+    tls.add_argument("--client-key", default=None, metavar="PEM", help="the client certificate's private key")
     p.set_defaults(run=run)
 
 
@@ -196,7 +280,9 @@ def run(args: argparse.Namespace) -> int:
     settings = InferSettings(urls=args.url, model=args.model, inputs=args.inputs, out=args.out,
                              version=args.version, concurrency=args.concurrency, use_shm=args.shm,
                              overlay=args.overlay, recursive=args.recursive, timeout_s=args.timeout,
-                             retries=args.retries, max_pixels=args.max_pixels, max_side=args.max_side)
+                             retries=args.retries, max_pixels=args.max_pixels, max_side=args.max_side,
+                             ssl=args.ssl, root_cert=args.root_cert, client_cert=args.client_cert,
+                             client_key=args.client_key)
     try:
         report = run_infer(settings)
     except (InferenceError, ContractError, ValueError) as exc:

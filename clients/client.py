@@ -6,18 +6,24 @@
 
 On connect it reads the model's contract from the server (get_model_config) and checks it.
 Requests round-robin over the URLs given and are retried with exponential backoff while a
-server is unavailable; a request is never dropped: it returns or raises an InferenceError that
-names the model, the image and the server's message. The request/retry plumbing here is shared
-with the asyncio client in aio.py.
+server is unavailable (down, restarting, or its queue full); a request is never dropped: it
+returns or raises an InferenceError that names the model, the image and the server's message.
+`client.stats` counts requests, retries and failures. Images are checked against the model's size
+limit before anything is sent. TLS: `ssl=True` (or `grpcs://HOST:PORT` URLs), optionally with
+root certificates and a client certificate and key. The request/retry plumbing here is shared
+with the asyncio client in aio.py, which differs only in awaiting the call and the back-off.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
+import os
 import random
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
@@ -26,9 +32,9 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype, tri
 from tritonclient.utils.shared_memory import SharedMemoryException
 
 from .contract import ContractError, ModelContract, numpy_dtype_name, parse_model_config
-from .pipeline import check_image, postprocess, preprocess
+from .pipeline import check_image, letterbox_for, postprocess, preprocess
 from .prediction import Prediction
-from .shm import SharedMemoryPool, Slot
+from .shm import SharedMemoryPool, Slot, sweep_dead_regions
 from .window import SlideWindow, run_slide
 
 log = logging.getLogger(__name__)
@@ -72,20 +78,75 @@ class ServerUnavailableError(InferenceError):
     """No server answered within the retry budget."""
 
 
+SCHEMES = ("grpc://", "grpcs://")  # grpcs: TLS
+
+
 def parse_urls(url: Urls) -> list[str]:
-    """'host:port', 'h1:p1,h2:p2' or a list of them -> ['host:port', ...]."""
+    """'host:port', 'h1:p1,h2:p2', 'grpcs://host:port' (TLS) or a list of them -> [url, ...]."""
     items = [url] if isinstance(url, str) else list(url)
     urls = [u.strip() for item in items for u in item.split(",") if u.strip()]
     if not urls:
         raise ValueError("give at least one server URL as HOST:PORT (Triton's gRPC port, usually 8001)")
     for u in urls:
-        if "://" in u or ":" not in u:
-            raise ValueError(f"server URL {u!r} must be HOST:PORT of Triton's gRPC endpoint (e.g. 127.0.0.1:8001)")
+        target = split_url(u)[0] if u.lower().startswith(SCHEMES) else u
+        if "://" in target or ":" not in target or target.startswith(":") or target.endswith(":"):
+            raise ValueError(f"server URL {u!r} must be HOST:PORT of Triton's gRPC endpoint (e.g. 127.0.0.1:8001), "
+                             "or grpcs://HOST:PORT for TLS")
     return urls
 
 
-def make_grpc_client(url: str) -> grpcclient.InferenceServerClient:
-    return grpcclient.InferenceServerClient(url, channel_args=CHANNEL_ARGS)
+def split_url(url: str) -> tuple[str, Optional[bool]]:
+    """'grpcs://h:p' -> ('h:p', True); 'grpc://h:p' -> ('h:p', False); 'h:p' -> ('h:p', None)."""
+    for scheme, secure in (("grpcs://", True), ("grpc://", False)):
+        if url.lower().startswith(scheme):
+            return url[len(scheme):], secure
+    return url, None
+
+
+@dataclass(frozen=True)
+class Tls:
+    """gRPC over TLS: the root certificates to trust (PEM file; None = the system's), and a
+    client certificate and its key (PEM files) for servers that ask for mutual TLS."""
+
+    root_cert: Optional[str] = None
+    client_cert: Optional[str] = None
+    client_key: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("give the client certificate and its key together (--client-cert and --client-key)")
+        for what, path in (("root certificate", self.root_cert), ("client certificate", self.client_cert),
+                           ("client key", self.client_key)):
+            if path is not None and not os.access(path, os.R_OK):
+                raise ValueError(f"{what} {path!r} is not a readable file (a PEM file is expected)")
+
+    def client_kwargs(self) -> dict[str, Any]:
+        return dict(ssl=True, root_certificates=self.root_cert, private_key=self.client_key,
+                    certificate_chain=self.client_cert)
+
+
+def make_tls(ssl: bool = False, root_cert: Optional[str] = None, client_cert: Optional[str] = None,
+             client_key: Optional[str] = None) -> Optional[Tls]:
+    """The TLS settings the keyword arguments ask for; certificates imply TLS."""
+    if ssl or root_cert or client_cert or client_key:
+        return Tls(root_cert, client_cert, client_key)
+    return None
+
+
+def client_kwargs(url: str, tls: Optional[Tls] = None) -> dict[str, Any]:
+    """Keyword arguments for tritonclient's (sync or asyncio) InferenceServerClient at `url`:
+    grpcs:// always uses TLS (the system's roots unless `tls` says otherwise), grpc:// never,
+    and a bare HOST:PORT uses TLS when `tls` is given."""
+    target, secure = split_url(url)
+    if secure is False and tls is not None:
+        raise ValueError(f"server URL {url!r} asks for plaintext but TLS settings were given; "
+                         "drop 'grpc://' (or use grpcs://)")
+    use = tls if tls is not None else (Tls() if secure else None)
+    return dict(url=target, channel_args=CHANNEL_ARGS, **(use.client_kwargs() if use else {}))
+
+
+def make_grpc_client(url: str, tls: Optional[Tls] = None) -> grpcclient.InferenceServerClient:
+    return grpcclient.InferenceServerClient(**client_kwargs(url, tls))
 
 
 # ---- retries ----------------------------------------------------------------------------------
@@ -112,12 +173,19 @@ def is_model_missing(message: str) -> bool:
     return "unknown model" in text or "is not found" in text or "no available versions" in text
 
 
+def is_queue_full(message: str) -> bool:
+    """Triton's answer when a model's max_queue_size is reached (UNAVAILABLE over gRPC)."""
+    return "exceeds maximum queue size" in message.lower()
+
+
 def is_retryable(exc: InferenceServerException, connecting: bool = False) -> bool:
-    """UNAVAILABLE (server down, restarting, overloaded) is worth retrying. After connecting,
-    so is a model that vanished or is not ready, or a lost shared-memory registration: that is
-    what a server in the middle of a restart or reload answers."""
+    """UNAVAILABLE (server down, restarting, overloaded, its queue full) is worth retrying. After
+    connecting, so is a model that vanished or is not ready, or a lost shared-memory registration:
+    that is what a server in the middle of a restart or reload answers."""
     status = exc.status() or ""
     message = (exc.message() or "").lower()
+    if is_queue_full(message):
+        return True
     if connecting:
         return status == "StatusCode.UNAVAILABLE" and not is_model_missing(message)
     if status == "StatusCode.UNAVAILABLE":
@@ -146,14 +214,83 @@ class Retrier:
             raise InferenceError(message, **details) from exc
         if self.attempt >= self.policy.retries:
             elapsed = time.monotonic() - self.started
+            busy = " (the server's queue is full: it is overloaded; send fewer requests at once)" \
+                if is_queue_full(message) else ""
             raise ServerUnavailableError(
-                f"still failing after {self.attempt + 1} attempts over {elapsed:.1f} s: {message}", **details
+                f"still failing after {self.attempt + 1} attempts over {elapsed:.1f} s: {message}{busy}", **details
             ) from exc
         # With several servers, fail over to each of the others at once; then back off.
         delay = 0.0 if self.attempt + 1 < self.servers else self.policy.delay(self.attempt + 1 - self.servers)
         self.attempt += 1
         log.warning("model %r, %s: %s at %s; retry %d/%d in %.2f s", self.model, self.image,
                     status or "error", url, self.attempt, self.policy.retries, delay)
+        return delay
+
+
+@dataclass
+class ClientStats:
+    """What a client has done since it was made; safe to read from any thread.
+
+    `retries` counts attempts repeated after a retriable error (a server down, restarting or
+    overloaded), so a caller can tell that its requests met trouble and got through anyway."""
+
+    requests: int = 0  # calls that got their answer (after however many attempts)
+    retries: int = 0  # attempts that failed and were tried again
+    failures: int = 0  # calls that failed for good
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, requests: int = 0, retries: int = 0, failures: int = 0) -> None:
+        with self._lock:
+            self.requests += requests
+            self.retries += retries
+            self.failures += failures
+
+
+# What an attempt may raise that the retry policy judges (anything else is a bug or a bad input).
+ATTEMPT_ERRORS = (InferenceServerException, SharedMemoryException)
+
+
+class Attempts:
+    """The body of one call's retry loop, shared by DenseClient and AsyncDenseClient: which server
+    to try next (round-robin), and what a failed try means (give up, or count a retry, forget the
+    server's shared-memory registrations, and wait). The clients only make the call and wait
+    (time.sleep or asyncio.sleep):
+
+        attempts = self._attempts(image)
+        while True:
+            url, grpc = attempts.next()
+            try:
+                return attempts.succeeded(fn(url, grpc))
+            except ATTEMPT_ERRORS as exc:
+                time.sleep(attempts.failed(exc))
+    """
+
+    def __init__(self, client: "ClientBase", grpc_clients: Sequence[Any], image: str, connecting: bool) -> None:
+        if not grpc_clients:
+            raise RuntimeError(f"client for {client.model!r} is not connected or is closed")
+        self.client, self.grpc_clients = client, grpc_clients
+        self.retrier = Retrier(client.retry, client.model, image, connecting, servers=len(client.urls))
+        self.url = ""
+
+    def next(self) -> tuple[str, Any]:
+        i = self.client._next_index()
+        self.url = self.client.urls[i]
+        return self.url, self.grpc_clients[i]
+
+    def succeeded(self, value: Any) -> Any:
+        self.client.stats.add(requests=1)
+        return value
+
+    def failed(self, exc: Exception) -> float:
+        """Seconds to wait before the next try; raises InferenceError when there is none."""
+        try:
+            delay = self.retrier.failed(exc, self.url)
+        except InferenceError:
+            self.client.stats.add(failures=1)
+            raise
+        self.client.stats.add(retries=1)
+        if self.client._shm is not None:
+            self.client._shm.invalidate(self.url)  # it may have restarted and forgotten them
         return delay
 
 
@@ -250,23 +387,64 @@ def batch_plan(count: int, contract: ModelContract) -> list[list[int]]:
     return [list(range(i, min(count, i + size))) for i in range(0, count, size)]
 
 
+def default_max_side(contract: ModelContract) -> int:
+    """The longest side a stride-mode image keeps before it is shrunk: the model's size limit,
+    rounded down to the stride, so the padded tensor stays within the limit too."""
+    mh, mw = contract.size_limit
+    stride = contract.resize.stride
+    return min(mh // stride * stride, mw // stride * stride) or min(mh, mw)
+
+
+def check_request(batch: np.ndarray, contract: ModelContract) -> None:
+    """Refuse, before sending, a tensor the server would refuse: over the model's size limit per
+    image, or more bytes than one request may carry (ContractError, naming the limit)."""
+    if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.shape[0] < 1:
+        shape = getattr(batch, "shape", type(batch).__name__)
+        raise ValueError(f"model {contract.name!r} takes a batch shaped {contract.input_shape(1, -1, -1)} "
+                         f"(N >= 1 first, -1 = any size), got {shape}")
+    if batch.dtype != np.dtype(contract.input_dtype):
+        raise ValueError(f"model {contract.name!r} takes {contract.input_dtype} input, got {batch.dtype}")
+    channels = batch.shape[3 if contract.input_layout == "NHWC" else 1]
+    if channels != 3:
+        raise ValueError(f"model {contract.name!r} takes {contract.input_layout} RGB input (3 channels), "
+                         f"got shape {batch.shape}")
+    if batch.shape[0] > max(1, contract.max_batch_size):
+        raise ValueError(f"model {contract.name!r} takes at most {max(1, contract.max_batch_size)} images "
+                         f"per request, got {batch.shape[0]}")
+    contract.check_size(*contract.input_hw(batch.shape))
+    if batch.nbytes > contract.max_request_bytes:
+        raise ContractError(f"request of {batch.nbytes} bytes is over model {contract.name!r}'s limit of "
+                            f"{contract.max_request_bytes} bytes (pixelport.max_request_bytes); send fewer images")
+
+
 class ClientBase:
-    """What the sync and asyncio clients share: settings, URLs, contract, shm, request plans."""
+    """What the sync and asyncio clients share: settings, URLs, contract, shm, stats, checks."""
 
     def __init__(self, url: Urls, model: str, version: str = "", *, timeout_s: float = 60.0,
                  retries: int = 8, backoff_s: float = 0.25, max_backoff_s: float = 8.0,
-                 use_shm: bool = False, shm_slots: int = 1, max_side: Optional[int] = None) -> None:
+                 use_shm: bool = False, shm_slots: int = 1, max_side: Optional[int] = None,
+                 ssl: bool = False, root_cert: Optional[str] = None, client_cert: Optional[str] = None,
+                 client_key: Optional[str] = None, stats: Optional[ClientStats] = None) -> None:
         if not model:
             raise ValueError("give the model name (see the server's repository index)")
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        if max_side is not None and max_side < 1:
+            raise ValueError(f"max_side must be >= 1, got {max_side}")
         self.urls = parse_urls(url)
         self.model, self.version = model, str(version)
         self.timeout_s = timeout_s
         self.retry = RetryPolicy(retries, backoff_s, max_backoff_s)
-        self.max_side = max_side
+        self.tls = make_tls(ssl, root_cert, client_cert, client_key)
+        for u in self.urls:
+            client_kwargs(u, self.tls)  # a grpc:// URL beside TLS settings fails here, not later
+        self.stats = stats if stats is not None else ClientStats()
+        self._max_side = max_side
         self._turn = itertools.count()
-        self._shm = SharedMemoryPool(make_grpc_client, slots=shm_slots, timeout_s=timeout_s) if use_shm else None
+        # A partial, not a bound method: the pool's finalizer must not keep this client alive.
+        self._make_sync_client = functools.partial(make_grpc_client, tls=self.tls)
+        self._shm = (SharedMemoryPool(self._make_sync_client, slots=shm_slots, timeout_s=timeout_s)
+                     if use_shm else None)
         self._contract: Optional[ModelContract] = None
 
     @property
@@ -276,6 +454,14 @@ class ClientBase:
         return self._contract
 
     @property
+    def max_side(self) -> Optional[int]:
+        """Stride-mode images with a longer side are shrunk to it: the value given, else (once
+        connected) the model's size limit. Letterbox models resize to their fixed size anyway."""
+        if self._max_side is not None or self._contract is None:
+            return self._max_side
+        return default_max_side(self._contract)
+
+    @property
     def shm_region_names(self) -> list[str]:
         """Shared-memory regions this client holds now (empty without --shm or after close)."""
         return self._shm.region_names if self._shm else []
@@ -283,16 +469,40 @@ class ClientBase:
     def _next_index(self) -> int:
         return next(self._turn) % len(self.urls)  # round-robin; count() is atomic under the GIL
 
+    def _attempts(self, image: str, connecting: bool = False) -> Attempts:
+        return Attempts(self, self._clients, image, connecting)
+
     def _checked(self, images: Sequence[np.ndarray], image_ids: Optional[Sequence[str]]) -> tuple[list, list[str]]:
+        """Images as (H, W, 3) uint8 and their ids; ValueError (ContractError past the model's
+        size limit) before any work is done."""
         ids = [str(i) for i in image_ids] if image_ids is not None else [f"image {i}" for i in range(len(images))]
         if len(ids) != len(images):
             raise ValueError(f"{len(images)} images but {len(ids)} image ids")
-        return [check_image(img, i) for img, i in zip(images, ids)], ids
+        checked = [check_image(img, i) for img, i in zip(images, ids)]
+        for img, name in zip(checked, ids):
+            padded = letterbox_for(img.shape[:2], self.contract, self.max_side).padded
+            try:
+                self.contract.check_size(*padded)
+            except ContractError as exc:
+                raise ContractError(f"{name}: {exc}; it was given max_side={self.max_side} "
+                                    f"(leave it unset to shrink to the model's limit)") from None
+        return checked, ids
 
-    def _model_missing(self, exc: InferenceError, served: list[str]) -> ModelNotFoundError:
+    def _sweep_shm(self) -> None:
+        """Before using shared memory: clear the regions that dead clients on this host left
+        registered on the servers and in /dev/shm (named pixelport_<pid>_..., pid gone)."""
+        if self._shm is not None:
+            for u in self.urls:
+                sweep_dead_regions(self._make_sync_client, u, self.timeout_s)
+
+    def _model_missing(self, exc: InferenceError, served: Optional[list[str]]) -> ModelNotFoundError:
+        """`served`: the ready models, or None when the server would not list them (pixelport's
+        launcher keeps the repository index for holders of the admin key: `serving status` shows it)."""
         version = f" version {self.version}" if self.version else ""
+        listing = ("unknown (the server lists its models only to admins: see `python -m serving status`)"
+                   if served is None else served or "none")
         return ModelNotFoundError(
-            f"not served{version} at {exc.url}; served and ready: {served or 'none'} "
+            f"not served{version} at {exc.url}; served and ready: {listing} "
             f"(server says: {exc.server_message})", model=self.model, url=exc.url, status=exc.status,
             server_message=exc.server_message)
 
@@ -307,12 +517,17 @@ class DenseClient(ClientBase):
 
     def __init__(self, url: Urls, model: str, version: str = "", *, timeout_s: float = 60.0,
                  retries: int = 8, backoff_s: float = 0.25, max_backoff_s: float = 8.0,
-                 use_shm: bool = False, max_side: Optional[int] = None) -> None:
+                 use_shm: bool = False, max_side: Optional[int] = None, ssl: bool = False,
+                 root_cert: Optional[str] = None, client_cert: Optional[str] = None,
+                 client_key: Optional[str] = None, stats: Optional[ClientStats] = None) -> None:
         super().__init__(url, model, version, timeout_s=timeout_s, retries=retries, backoff_s=backoff_s,
-                         max_backoff_s=max_backoff_s, use_shm=use_shm, shm_slots=1, max_side=max_side)
-        self._clients = [make_grpc_client(u) for u in self.urls]
+                         max_backoff_s=max_backoff_s, use_shm=use_shm, shm_slots=1, max_side=max_side,
+                         ssl=ssl, root_cert=root_cert, client_cert=client_cert, client_key=client_key,
+                         stats=stats)
+        self._clients = [self._make_sync_client(u) for u in self.urls]
         try:
             self._contract = self._connect()
+            self._sweep_shm()
         except BaseException:
             self.close()
             raise
@@ -326,18 +541,13 @@ class DenseClient(ClientBase):
     # ---- plumbing -----------------------------------------------------------------------------
     def _call(self, fn: Callable[[str, grpcclient.InferenceServerClient], Any], image: str,
               connecting: bool = False) -> Any:
-        if not self._clients:
-            raise RuntimeError(f"client for {self.model!r} is closed")
-        retrier = Retrier(self.retry, self.model, image, connecting, servers=len(self.urls))
+        attempts = self._attempts(image, connecting)
         while True:
-            i = self._next_index()
+            url, grpc = attempts.next()
             try:
-                return fn(self.urls[i], self._clients[i])
-            except (InferenceServerException, SharedMemoryException) as exc:
-                delay = retrier.failed(exc, self.urls[i])
-                if self._shm is not None:
-                    self._shm.invalidate(self.urls[i])
-                time.sleep(delay)
+                return attempts.succeeded(fn(url, grpc))
+            except ATTEMPT_ERRORS as exc:
+                time.sleep(attempts.failed(exc))
 
     def _connect(self) -> ModelContract:
         def fetch(url: str, client: grpcclient.InferenceServerClient) -> Any:
@@ -353,18 +563,20 @@ class DenseClient(ClientBase):
             try:
                 client = self._clients[self.urls.index(exc.url)]
                 served = ready_models(client.get_model_repository_index(as_json=True, client_timeout=self.timeout_s))
-            except InferenceServerException:
-                served = []
+            except InferenceServerException:  # e.g. a server that keeps its index for admins
+                served = None
             raise self._model_missing(exc, served) from exc
         contract = contract_from_config(config, self.model)
-        log.info("connected to %s at %s: %s, %s, input %s, outputs %s", self.model, ",".join(self.urls),
-                 contract.task, contract.resize, contract.input_dtype, contract.output_kind)
+        log.info("connected to %s at %s: %s, %s, input %s, outputs %s, limit %dx%d", self.model,
+                 ",".join(self.urls), contract.task, contract.resize, contract.input_dtype, contract.output_kind,
+                 *contract.size_limit)
         return contract
 
     # ---- inference ----------------------------------------------------------------------------
     def infer_tensors(self, batch: np.ndarray, image: str = "batch") -> dict[str, np.ndarray]:
         """Send an already preprocessed batch; return the raw output tensors (batch first)."""
         contract = self.contract
+        check_request(batch, contract)
 
         def attempt(url: str, client: grpcclient.InferenceServerClient) -> dict[str, np.ndarray]:
             if self._shm is None:

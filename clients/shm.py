@@ -3,12 +3,18 @@
 Regions are created once per slot (one slot per request in flight), reused, grown only when a
 request needs more, registered with each server lazily, and ALWAYS unregistered and unlinked:
 on close(), on garbage collection and at interpreter exit (weakref.finalize), also after errors.
+
+Only a SIGKILL (or a crash) skips that. So every region is named `pixelport_<pid>_...` after the
+process that made it, and a new client sweeps, at connect, the regions whose process is gone:
+from the server (unregister) and from /dev/shm (unlink). `serving status --clean` and the
+server's own sweep read the same names.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import uuid
 import weakref
@@ -23,11 +29,71 @@ from tritonclient.utils import InferenceServerException
 log = logging.getLogger(__name__)
 
 PREFIX = "pixelport_"
+SHM_DIR = "/dev/shm"
+# pixelport_<pid>_<12 hex>_s<slot>_<tensor>: the pid of the creating process comes first, so a
+# sweep can tell a leftover (its process gone) from a live client's region.
+OWNER_PATTERN = re.compile(r"^pixelport_(\d+)_")
 
 
-def region_prefix() -> str:
+def region_prefix(pid: Optional[int] = None) -> str:
     """Names start with pixelport_<pid>_ so a leak is easy to attribute (and find in /dev/shm)."""
-    return f"{PREFIX}{os.getpid()}_"
+    return f"{PREFIX}{os.getpid() if pid is None else pid}_"
+
+
+def owner_pid(name: str) -> Optional[int]:
+    """The pid in a pixelport client region's name, or None for any other name."""
+    match = OWNER_PATTERN.match(name.lstrip("/"))
+    return int(match.group(1)) if match else None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (another user's counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_dead_regions(make_client: Callable[[str], grpcclient.InferenceServerClient], url: str,
+                       timeout_s: float = 10.0, shm_dir: str = SHM_DIR) -> list[str]:
+    """Unregister from the server at `url`, and unlink from `shm_dir`, every pixelport client
+    region whose creating process no longer runs on this host; returns their names.
+
+    A client that uses system shared memory runs on the server's host, so the pids in the names
+    registered there are pids on this host. Housekeeping only: a failure is logged, never raised."""
+    removed: list[str] = []
+    try:
+        client = make_client(url)
+        try:
+            status = client.get_system_shared_memory_status(as_json=True, client_timeout=timeout_s)
+            for name in (status or {}).get("regions", {}):
+                pid = owner_pid(name)
+                if pid is not None and not pid_alive(pid):
+                    client.unregister_system_shared_memory(name, client_timeout=timeout_s)
+                    removed.append(name)
+        finally:
+            client.close()
+    except InferenceServerException as exc:
+        log.warning("could not sweep leftover shared memory on %s: %s", url, exc)
+    try:
+        leftovers = [f for f in os.listdir(shm_dir) if (p := owner_pid(f)) is not None and not pid_alive(p)]
+    except OSError:
+        leftovers = []
+    for name in leftovers:
+        try:
+            os.unlink(os.path.join(shm_dir, name))
+            removed.append(name)
+        except OSError as exc:  # gone meanwhile, or another user's
+            log.debug("could not remove %s/%s: %s", shm_dir, name, exc)
+    if removed:
+        log.info("removed %d shared-memory regions left by dead clients: %s", len(set(removed)),
+                 ", ".join(sorted(set(removed))))
+    return sorted(set(removed))
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """The clients against a real Triton serving the zoo: parity with the in-process pipeline, async
-routing, shared memory (identical results, nothing left behind), errors, the infer CLI, the
-one-screen example, and a server restart in the middle of a run."""
+routing, shared memory (identical results, nothing left behind, a SIGKILLed client's regions swept
+by the next), errors and size limits, the infer CLI, the one-screen example, and a server restart
+in the middle of a run (held there by construction, retries counted)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import gc
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
@@ -22,12 +24,13 @@ import tritonclient.grpc as grpcclient
 from PIL import Image
 
 import clients
+import clients.cli_infer
 from clients import AsyncDenseClient, DenseClient, ModelNotFoundError
-from clients.cli_infer import InferSettings, run_infer
+from clients.cli_infer import InferReport, InferSettings, run_infer
 from clients.client import batch_plan
-from clients.contract import ONNX_FILE, read_config_file
+from clients.contract import ONNX_FILE, ContractError, read_config_file
 from clients.pipeline import postprocess, preprocess
-from clients.shm import region_prefix
+from clients.shm import SHM_DIR, owner_pid
 from clientkit import unused_port
 
 pytestmark = pytest.mark.integration
@@ -91,17 +94,31 @@ def assert_close(a, b):
             np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5, err_msg=field)
 
 
-def my_shm_files() -> list[str]:
-    return [f for f in os.listdir("/dev/shm") if f.startswith(region_prefix())]
+def shm_files(names) -> list[str]:
+    """Which of these regions exist in /dev/shm (only the test's own: never all of /dev/shm)."""
+    return sorted(n for n in names if os.path.exists(os.path.join(SHM_DIR, n)))
 
 
-def server_regions(url: str) -> list[str]:
+def registered(url: str) -> list[str]:
     client = grpcclient.InferenceServerClient(url)
     try:
-        return [n for n in client.get_system_shared_memory_status(as_json=True).get("regions", {})
-                if n.startswith(region_prefix())]
+        return sorted(client.get_system_shared_memory_status(as_json=True).get("regions", {}))
     finally:
         client.close()
+
+
+def server_regions(url: str, names) -> list[str]:
+    """Which of these regions the server has registered."""
+    return sorted(set(names) & set(registered(url)))
+
+
+def wait_until(condition, timeout_s: float, what: str) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting until {what}")
+        time.sleep(0.02)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -146,22 +163,25 @@ def test_shared_memory_matches_wire_and_leaves_nothing_behind(triton_server):
     with DenseClient(url, "seg_unet", use_shm=True) as client:
         assert_same(client.predict(imgs[0]), expected[0])
         names = client.shm_region_names
-        assert names and set(names) <= set(server_regions(url))  # registered with the server
+        assert names and server_regions(url, names) == names  # registered with the server
+        assert all(owner_pid(n) == os.getpid() for n in names)  # pixelport_<pid>_...: a sweep can tell owners
         for img, want in zip(imgs, expected):
             assert_same(client.predict(img), want)
         for got, want in zip(client.predict_batch(imgs), expected_batch):  # full max_batch_size requests
             assert_same(got, want)
         assert client.shm_region_names == names  # created once, sized for the largest request, reused
-        assert set(my_shm_files()) == set(names)
-    assert my_shm_files() == [] and server_regions(url) == []
+        assert shm_files(names) == names
+    assert shm_files(names) == [] and server_regions(url, names) == []
 
     async def run():
         async with AsyncDenseClient(url, "seg_unet", concurrency=4, use_shm=True) as client:
-            return await client.predict_many(imgs)
+            preds = await client.predict_many(imgs)
+            return preds, client.shm_region_names
 
-    for got, want in zip(asyncio.run(run()), expected):
+    preds, names = asyncio.run(run())
+    for got, want in zip(preds, expected):
         assert_close(got, want)  # concurrent: the server may batch them
-    assert my_shm_files() == [] and server_regions(url) == []
+    assert names and shm_files(names) == [] and server_regions(url, names) == []
 
 
 def test_shared_memory_is_released_on_error_and_on_garbage_collection(triton_server):
@@ -169,25 +189,58 @@ def test_shared_memory_is_released_on_error_and_on_garbage_collection(triton_ser
     with pytest.raises(ValueError, match="expected uint8 RGB"):
         with DenseClient(url, "seg_unet", use_shm=True) as client:
             client.predict(images()[0])
-            assert my_shm_files()
+            names = client.shm_region_names
+            assert names and shm_files(names) == names
             client.predict(np.zeros((8, 8, 3), np.float32))
-    assert my_shm_files() == [] and server_regions(url) == []
+    assert shm_files(names) == [] and server_regions(url, names) == []
 
     client = DenseClient(url, "seg_unet", use_shm=True)
     client.predict(images()[0])
-    assert my_shm_files()
+    names = client.shm_region_names
+    assert names and shm_files(names) == names
     del client
     gc.collect()
-    assert my_shm_files() == [] and server_regions(url) == []
+    assert shm_files(names) == [] and server_regions(url, names) == []
+
+
+def test_a_sigkilled_clients_regions_are_swept_by_the_next_client(triton_server):
+    url = triton_server.grpc_url
+    code = ("import sys, numpy as np; from clients import DenseClient; "
+            f"c = DenseClient({url!r}, 'seg_unet', use_shm=True); c.predict(np.zeros((8, 8, 3), np.uint8)); "
+            "print(' '.join(c.shm_region_names), flush=True); sys.stdin.read()")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: lines.put(proc.stdout.readline()), daemon=True).start()
+    try:
+        names = lines.get(timeout=120).split()  # regions made and registered; the client now waits
+    finally:
+        proc.kill()  # no close(), no finalizer, no atexit: what a SIGKILL or the OOM killer leaves
+        proc.wait(timeout=30)
+    assert names and all(owner_pid(n) == proc.pid for n in names)
+    assert server_regions(url, names) == names and shm_files(names) == names  # left behind
+    with DenseClient(url, "seg_unet"):  # without shared memory: no sweep, nothing touched
+        assert server_regions(url, names) == names
+    with DenseClient(url, "seg_unet", use_shm=True) as client:
+        assert server_regions(url, names) == [] and shm_files(names) == []
+        assert client.predict(images()[0]).labels is not None
 
 
 def test_clear_errors_for_missing_model_and_bad_images(triton_server):
-    with pytest.raises(ModelNotFoundError, match=r"'no_such_model'.*served and ready: \[.*'seg_unet'"):
+    # The launcher keeps the repository index for admins, so the served list is named only where allowed.
+    with pytest.raises(ModelNotFoundError, match=r"'no_such_model'.*not served.*served and ready: "
+                                                 r"(\[.*'seg_unet'|unknown \(the server lists its models only to admins)"):
         DenseClient(triton_server.grpc_url, "no_such_model")
     with DenseClient(triton_server.grpc_url, "seg_unet") as client:
         for bad in (np.zeros((8, 8, 4), np.uint8), np.zeros((8, 8, 3), np.uint16)):
             with pytest.raises(ValueError, match="cat.png: got .* expected uint8 RGB"):
                 client.predict(bad, "cat.png")
+        mh, mw = client.contract.size_limit  # from the served config (pixelport.max_size)
+        before = client.stats.requests
+        with pytest.raises(ContractError, match=rf"{mh + 1}x{mw} is over model 'seg_unet'.s limit of {mh}x{mw}"):
+            client.infer_tensors(np.zeros((1, mh + 1, mw, 3), np.uint8))  # refused before sending
+        assert client.stats.requests == before
+        assert client.predict(np.zeros((1000, 700, 3), np.uint8)).labels.shape == (1000, 700)  # letterboxed
 
 
 def test_round_robin_over_urls_survives_a_dead_one(triton_server):
@@ -216,8 +269,17 @@ def write_mixed_folder(folder: Path) -> dict[str, str]:
 
 
 def run_cli(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clients", *args], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+    """`python -m clients ARGS`; the result also carries the process's `pid`."""
+    with subprocess.Popen([sys.executable, "-m", "clients", *args], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    result.pid = proc.pid
+    return result
 
 
 def test_infer_cli_writes_good_images_and_lists_bad_ones(triton_server, tmp_path):
@@ -247,7 +309,8 @@ def test_infer_cli_depth_and_matting_outputs(triton_server, tmp_path):
         assert sorted(p.name for p in out.iterdir()) == sorted(files + ["failed.json"])
         main = cv2.imread(str(out / "a.png"), cv2.IMREAD_UNCHANGED)
         assert main.shape == (50, 80) and main.dtype == (np.uint16 if model == "depth_unet" else np.uint8)
-    assert my_shm_files() == []
+        left = [f for f in os.listdir(SHM_DIR) if owner_pid(f) == result.pid]  # that run's regions only
+        assert left == [] and [n for n in registered(triton_server.grpc_url) if owner_pid(n) == result.pid] == []
 
 
 def test_infer_cli_exit_2_when_model_missing(triton_server, tmp_path):
@@ -275,7 +338,10 @@ def test_segment_one_example(triton_server, zoo_repository, tmp_path):
 
 
 @pytest.mark.slow
-def test_server_restart_mid_infer_loses_no_image(zoo_repository, server_settings_factory, tmp_path):
+def test_server_restart_mid_infer_loses_no_image(zoo_repository, server_settings_factory, tmp_path, monkeypatch):
+    """The server stops after the first images are written and before the rest are sent (held
+    there by a gate on loading, not by timing); the rest meet the dead server, are retried (counted)
+    and all get written once it is back."""
     from serving import start_server
 
     repository = tmp_path / "repo"  # one model only: a quicker restart
@@ -283,39 +349,47 @@ def test_server_restart_mid_infer_loses_no_image(zoo_repository, server_settings
     settings = server_settings_factory(repository)
     inputs = tmp_path / "in"
     inputs.mkdir()
-    total = 120  # enough that the run is still going when the server stops
+    total, first = 40, 10
     for i, img in enumerate(images([(40 + i % 50, 90 - i % 40) for i in range(total)], seed=5)):
         Image.fromarray(img).save(inputs / f"{i:03d}.png")
+    gate = threading.Event()
+    load_image = clients.cli_infer.load_image
+
+    def gated_load(path, *args):
+        if int(Path(path).stem) >= first:  # the rest wait until the server is down
+            assert gate.wait(timeout=300), "the test never opened the gate"
+        return load_image(path, *args)
+
+    monkeypatch.setattr(clients.cli_infer, "load_image", gated_load)
     out = tmp_path / "out"
+    report, box = InferReport(), {}
     server = start_server(settings)
-    box = {}
 
     def run():
         try:
-            box["report"] = run_infer(InferSettings(urls=[server.grpc_url], model="seg_unet", inputs=[inputs], out=out,
-                                                    concurrency=2, retries=12, backoff_s=0.25))
+            run_infer(InferSettings(urls=[server.grpc_url], model="seg_unet", inputs=[inputs], out=out,
+                                    concurrency=2, retries=12, backoff_s=0.25), report)
         except Exception as exc:  # surfaced by the asserts below
             box["error"] = exc
 
     worker = threading.Thread(target=run)
     try:
         worker.start()
-        deadline = time.monotonic() + 60
-        while len(list(out.glob("*.png"))) < 3 and time.monotonic() < deadline and worker.is_alive():
-            time.sleep(0.02)
-        written_before_stop = len(list(out.glob("*.png")))
-        server.stop()  # mid-run: some requests in flight, the rest still queued
-        time.sleep(1.0)
+        wait_until(lambda: len(report.written) == first or not worker.is_alive(), 120, f"{first} images are written")
+        assert len(report.written) == first and report.retries == 0, box.get("error")
+        server.stop()
+        gate.set()
+        wait_until(lambda: report.retries > 0 or not worker.is_alive(), 60, "a request meets the stopped server")
+        assert report.retries > 0 and len(report.written) == first
         # Restarted from this (main) thread, on the same ports: the client reconnects on its own.
         server = start_server(settings)
-        worker.join(timeout=180)
+        worker.join(timeout=240)
         assert not worker.is_alive(), "infer did not finish"
     finally:
+        gate.set()
         server.stop()
-        worker.join(timeout=5)
+        worker.join(timeout=30)
     assert "error" not in box, box.get("error")
-    assert 3 <= written_before_stop < total, "the server must stop in the middle of the run"
-    report = box["report"]
-    assert report.failed == {}
+    assert report.failed == {} and report.stats.failures == 0
     assert len(report.written) == total and all((out / f"{i:03d}.png").exists() for i in range(total))
     assert json.loads((out / "failed.json").read_text()) == []
