@@ -11,15 +11,19 @@ import logging
 import sys
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="verb", required=True)
     from . import cli_compare, cli_latency
 
-    cli_latency.add_parser(sub)
-    cli_compare.add_parser(sub)
-    args = parser.parse_args(argv)
+    for module in (cli_latency, cli_compare):
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     # Our own progress at INFO; the exporter's libraries (onnxscript, onnx_ir) only when they warn.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for name in ("benchmarks", "clients", "export", "serving"):

@@ -1,42 +1,55 @@
-"""`python -m benchmarks compare`: argparse edge for benchmarks.compare, plus its report files."""
+"""`python -m benchmarks compare`: argparse edge for benchmarks.compare, plus its report files.
+
+    python -m benchmarks compare --checkpoint CKPT [--data DATA] --image-size 512x512 --batch 1,4 --out DIR
+    python -m benchmarks compare --model-dir model_repository/seg_unet --out DIR
+"""
 
 from __future__ import annotations
 
-import json
 import os
 
+from clients.cli_args import hw_arg
+from clients.files import atomic_write, atomic_write_json
+
 from . import report
-from .cli_latency import parse_hw
+from .cli_latency import int_list
 from .compare import CompareSettings, compare
 
 ROW_COLUMNS = ["variant", "batch", "p50 ms", "p90 ms", "images/s", "x onnxruntime", "accuracy"]
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("compare", help="PyTorch vs onnxruntime vs Triton (gRPC, shm, uint8/float, labels/logits)")
+    p = sub.add_parser("compare", help="PyTorch vs onnxruntime vs Triton (gRPC, shm, uint8/float, labels/logits)",
+                       description=__doc__)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="a trained checkpoint: every served form is exported from it")
     src.add_argument("--model-dir", help="an exported <repository>/<model>: only its own form is compared")
-    p.add_argument("--image-size", type=parse_hw, default=(512, 512))
-    p.add_argument("--batch", default="1,4", help="comma-separated batch sizes")
-    p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--image-size", type=hw_arg, default=(512, 512),
+                   help="network-size HxW of the random input tensors (default: 512x512)")
+    p.add_argument("--batch", default="1,4", help="comma-separated batch sizes (default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=8,
+                   help="interleaved rounds over all variants (default: %(default)s)")
     p.add_argument("--iters", type=int, default=3, help="timed calls per variant and batch per round")
     p.add_argument("--precisions", default="fp16,int8", help="extra onnxruntime variants ('' for none)")
-    p.add_argument("--concurrency", default="1,2,4,8", help="throughput sweep over gRPC")
-    p.add_argument("--window-s", type=float, default=2.0)
-    p.add_argument("--windows", type=int, default=4)
+    p.add_argument("--concurrency", default="1,2,4,8",
+                   help="comma-separated concurrency levels of the served throughput sweep over gRPC")
+    p.add_argument("--window-s", type=float, default=2.0,
+                   help="seconds per measurement window in the throughput sweep (default: %(default)s)")
+    p.add_argument("--windows", type=int, default=4,
+                   help="most measurement windows per concurrency level (default: %(default)s)")
     p.add_argument("--data", help="synthetic dataset: accuracy on its val split, int8 calibration")
-    p.add_argument("--eval-images", type=int, default=16)
-    p.add_argument("--out", required=True)
+    p.add_argument("--eval-images", type=int, default=16,
+                   help="val images scored per variant for accuracy (default: %(default)s)")
+    p.add_argument("--out", required=True, help="folder for compare.json, compare.md and compare.png")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
     settings = CompareSettings(
         out=args.out, checkpoint=args.checkpoint, model_dir=args.model_dir, image_size=args.image_size,
-        batches=tuple(int(b) for b in args.batch.split(",")), rounds=args.rounds, iters=args.iters,
+        batches=int_list(args.batch), rounds=args.rounds, iters=args.iters,
         precisions=tuple(p for p in args.precisions.split(",") if p),
-        concurrency=tuple(int(c) for c in args.concurrency.split(",")), window_s=args.window_s,
+        concurrency=int_list(args.concurrency), window_s=args.window_s,
         windows=args.windows, data=args.data, eval_images=args.eval_images,
     )
     write_compare_outputs(args.out, compare(settings))
@@ -52,8 +65,7 @@ def accuracy_text(row: dict) -> str:
 
 def write_compare_outputs(out_dir: str, result: dict) -> None:
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "compare.json"), "w") as fh:
-        json.dump(result, fh, indent=2)
+    atomic_write_json(os.path.join(out_dir, "compare.json"), result, indent=2)
     rows = [[r["variant"], r["batch"], r["p50_ms"], r["p90_ms"], r["images_per_s"], r["vs_onnxruntime"],
              accuracy_text(r)] for r in result["rows"]]
     ratio_rows = [[k, f"{v:.3f}"] for k, v in result["ratios"].items()]
@@ -79,8 +91,7 @@ def write_compare_outputs(out_dir: str, result: dict) -> None:
         md += ["", "Where the time goes: compare each level's server queue and infer time with its p50 above; "
                "the rest is client and transport (gRPC serialisation, python-backend IPC)."]
     text = "\n".join(md) + "\n"
-    with open(os.path.join(out_dir, "compare.md"), "w") as fh:
-        fh.write(text)
+    atomic_write(os.path.join(out_dir, "compare.md"), text)
     b1 = result["batch_for_ratios"]
     names = [r["variant"] for r in result["rows"] if r["batch"] == b1]
     values = [r["p50_ms"] for r in result["rows"] if r["batch"] == b1]

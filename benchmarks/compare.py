@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,12 +19,11 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
-import tritonclient.grpc as grpcclient
 
-from clients.contract import ModelContract, read_config_file
-from clients.pipeline import normalise
+from clients.contract import CONFIG_FILE, ModelContract, read_config_file
 
-from .latency import LatencySettings, TensorSource, run_level
+from .latency import TensorSource, make_batch
+from .measure import LoopSettings, percentile, sweep, timed_calls
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +84,9 @@ def publish_variants(s: CompareSettings, repository: Path, skipped: dict[str, st
     Variants that fail their parity gate land in `skipped` with the reason."""
     if s.model_dir:
         src = Path(s.model_dir).resolve()
-        if not (src / "config.pbtxt").is_file():
-            raise FileNotFoundError(f"{src} has no config.pbtxt; --model-dir must be <repository>/<model>")
-        name = read_config_file(str(src / "config.pbtxt")).name
+        if not (src / CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"{src} has no {CONFIG_FILE}; --model-dir must be <repository>/<model>")
+        name = read_config_file(src).name
         shutil.copytree(src, repository / name, symlinks=True)
         return {"u8_labels": repository / name}
     from export import ExportError, ExportSettings, export_model
@@ -138,21 +136,15 @@ def make_variants(s: CompareSettings, dirs: dict[str, Path], url: str) -> tuple[
             pred = OnnxPredictor(str(path), threads=s.threads)
             label = "onnxruntime " + (key.split("_")[-1] if key != "u8_labels" else "fp32")
             variants.append(Variant(label, "onnxruntime", pred.run, "uint8"))
-    base_name = read_config_file(str(base / "config.pbtxt")).name
+    base_name = read_config_file(base).name
     for label, (key, shm) in TRITON_VARIANTS.items():
         if key not in dirs:
             continue
-        name = base_name if key == "u8_labels" else read_config_file(str(dirs[key] / "config.pbtxt")).name
+        name = base_name if key == "u8_labels" else read_config_file(dirs[key]).name
         client = DenseClient(url, name, use_shm=shm, retries=0)
         closers.append(client)
         variants.append(Variant(label, "triton", client.infer_tensors, client.contract.input_dtype))
     return variants, closers
-
-
-def make_batch(input_dtype: str, contract: ModelContract, batch: int, hw: tuple[int, int], seed: int = 0) -> np.ndarray:
-    """Random network-size images: (B, H, W, 3) uint8, or the raw form's normalised NCHW float32."""
-    images = np.random.default_rng(seed).integers(0, 256, (batch, hw[0], hw[1], 3), dtype=np.uint8)
-    return images if input_dtype == "uint8" else normalise(images, contract)
 
 
 def time_interleaved(s: CompareSettings, variants: list[Variant], contract: ModelContract) -> None:
@@ -165,10 +157,7 @@ def time_interleaved(s: CompareSettings, variants: list[Variant], contract: Mode
         for v in order:
             for b in s.batches:
                 x = inputs[(v.name, b)]
-                for _ in range(s.iters):
-                    t0 = time.perf_counter()
-                    v.run(x)
-                    v.times_ms.setdefault(b, []).append((time.perf_counter() - t0) * 1e3)
+                v.times_ms.setdefault(b, []).extend(timed_calls(lambda: v.run(x), s.iters))
         log.info("round %d/%d done", r + 1, s.rounds)
 
 
@@ -178,42 +167,16 @@ def inprocess_throughput(run: Callable, contract: ModelContract, hw: tuple[int, 
     out = {}
     for b in batches:
         x = make_batch("uint8", contract, b, hw)
-        run(x)
-        times = []
-        for _ in range(calls):
-            t0 = time.perf_counter()
-            run(x)
-            times.append(time.perf_counter() - t0)
-        out[b] = b / statistics.median(times)
+        run(x)  # warm-up
+        out[b] = b / percentile(timed_calls(lambda: run(x), calls), 50) * 1e3
     return out
 
 
-def served_throughput(s: CompareSettings, url: str, model: str) -> list[dict]:
-    from clients.client import DenseClient
-
-    settings = LatencySettings(url=url, model=model, concurrency=s.concurrency, window_s=s.window_s,
-                               windows=s.windows, warmup_s=min(1.0, s.window_s))
-    probe = DenseClient(url, model, retries=0)
-    source = TensorSource(make_batch("uint8", probe.contract, 1, s.image_size))
-    stats = grpcclient.InferenceServerClient(url)
-    made: list = []
-
-    def make_infer():
-        client = DenseClient(url, model, retries=0)
-        made.append(client)
-        return client.infer_tensors
-
-    levels = []
-    try:
-        for c in s.concurrency:
-            levels.append(asdict(run_level(settings, c, make_infer, source, stats)))
-            log.info("throughput at concurrency %d: %.2f images/s", c, levels[-1]["throughput"])
-    finally:
-        for client in made:
-            client.close()
-        stats.close()
-        probe.close()
-    return levels
+def served_throughput(s: CompareSettings, url: str, model: str, contract: ModelContract) -> list[dict]:
+    """The latency sweep's own loop over batch-1 network-size tensors (no client pre/post-processing)."""
+    loop = LoopSettings(window_s=s.window_s, max_windows=s.windows, warmup_s=min(1.0, s.window_s))
+    source = TensorSource(make_batch("uint8", contract, 1, s.image_size))
+    return [asdict(level) for level in sweep(url, model, s.concurrency, source, loop)]
 
 
 def accuracy(s: CompareSettings, variants_spec: list[tuple[str, object]]) -> dict[str, dict]:
@@ -235,10 +198,10 @@ def summarise(variants: list[Variant], batches: tuple[int, ...]) -> list[dict]:
     rows = []
     for v in variants:
         for b in batches:
-            med = statistics.median(v.times_ms[b])
-            ref_med = statistics.median(ref.times_ms[b]) if ref else float("nan")
+            med = percentile(v.times_ms[b], 50)
+            ref_med = percentile(ref.times_ms[b], 50) if ref else float("nan")
             rows.append({"variant": v.name, "kind": v.kind, "batch": b, "p50_ms": med,
-                         "p90_ms": float(np.percentile(v.times_ms[b], 90)), "images_per_s": b / med * 1e3,
+                         "p90_ms": percentile(v.times_ms[b], 90), "images_per_s": b / med * 1e3,
                          "vs_onnxruntime": med / ref_med, "calls": len(v.times_ms[b]), **v.accuracy})
     return rows
 
@@ -255,7 +218,7 @@ def compare(s: CompareSettings) -> dict:
         skipped: dict[str, str] = {}
         dirs = publish_variants(s, repository, skipped)
         export_s = time.perf_counter() - t0
-        contract = ModelContract.from_model_config(read_config_file(str(dirs["u8_labels"] / "config.pbtxt")))
+        contract = ModelContract.from_model_config(read_config_file(dirs["u8_labels"]))
         http, grpc, metrics = free_ports(3)
         with start_server(ServerSettings(repository=str(repository), grpc_port=grpc, http_port=http,
                                          metrics_port=metrics, state_dir=work / "state",
@@ -264,7 +227,7 @@ def compare(s: CompareSettings) -> dict:
             time_interleaved(s, variants, contract)
             ort = next(v for v in variants if v.name == "onnxruntime fp32")
             best_batch = inprocess_throughput(ort.run, contract, s.image_size)
-            levels = served_throughput(s, server.grpc_url, contract.name)
+            levels = served_throughput(s, server.grpc_url, contract.name, contract)
             acc = accuracy_of_variants(s, variants, dirs, server.grpc_url) if s.data else {}
             for c in closers:  # while the server is up, so shm regions are unregistered cleanly
                 c.close()
@@ -293,7 +256,7 @@ def accuracy_of_variants(s: CompareSettings, variants: list[Variant], dirs: dict
     for v in variants:
         if v.name in TRITON_VARIANTS:
             key, shm = TRITON_VARIANTS[v.name]
-            name = read_config_file(str(dirs[key] / "config.pbtxt")).name
+            name = read_config_file(dirs[key]).name
             spec.append((v.name, TritonPredictor(url, name, use_shm=shm)))
     try:
         return accuracy(s, spec)

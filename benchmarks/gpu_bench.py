@@ -2,13 +2,13 @@
 
     python -m benchmarks.gpu_bench --size 1024x2048 --out gpu.json [--checkpoint CKPT ...]
 
-Runs where torch has CUDA (the lent GPU machine); needs only torch and `models`.
+Runs where torch has CUDA (the lent GPU machine); needs only torch, `models` and the stdlib-only
+`clients.cli_args`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -16,6 +16,8 @@ import time
 import torch
 
 import models
+from clients.cli_args import hw_arg
+from clients.files import atomic_write_json
 from models.checkpoint import load_weights, read_checkpoint
 
 
@@ -82,20 +84,26 @@ def bench_model(model: torch.nn.Module, batch: int, h: int, w: int, warmup: int,
     return summary
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=hw_arg, default=(1024, 2048), help="input HxW (default: 1024x2048)")
+    parser.add_argument("--batch", type=int, default=1, help="images per forward pass (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed passes per variant (default: %(default)s)")
+    parser.add_argument("--iters", type=int, default=50, help="timed passes per variant (default: %(default)s)")
+    parser.add_argument("--checkpoint", nargs="*", default=[],
+                        help="trained checkpoints to time as well (their meta gives arch, task and width)")
+    parser.add_argument("--archs", default="fcn,unet,pspnet,upernet",
+                        help="comma-separated zoo architectures, timed with random weights (default: %(default)s)")
+    parser.add_argument("--out", default="gpu.json", help="JSON report path (default: %(default)s)")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", default="1024x2048")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--iters", type=int, default=50)
-    parser.add_argument("--checkpoint", nargs="*", default=[])
-    parser.add_argument("--archs", default="fcn,unet,pspnet,upernet")
-    parser.add_argument("--out", default="gpu.json")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if not torch.cuda.is_available():
         print("error: torch has no CUDA device here; run this on the GPU machine", file=sys.stderr)
         return 2
-    h, w = (int(v) for v in args.size.lower().split("x"))
+    h, w = args.size
     torch.backends.cudnn.benchmark = True
     report = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "size": [h, w],
               "batch": args.batch, "models": {}}
@@ -108,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:28s} fp32 {res['fp32']['p50_ms']:7.2f} ms  fp16 {res['fp16']['p50_ms']:7.2f} ms  "
               f"fp16+graph {res['fp16_cuda_graph']['p50_ms']:7.2f} ms  "
               f"(x{res['fp16_speedup']:.2f}, x{res['graph_speedup']:.2f})", flush=True)
-    with open(args.out, "w") as fh:
-        json.dump(report, fh, indent=2)
+    atomic_write_json(args.out, report, indent=2)
     return 0
 
 

@@ -4,27 +4,24 @@
 
 Warm-up, then measurement windows per level until three consecutive windows agree within 10 %
 (or --windows is reached). The server's own queue/compute split comes from Triton's statistics
-API as deltas over the measured windows.
+API as deltas over the measured windows. The loop itself lives in benchmarks.measure.
 """
 
 from __future__ import annotations
 
 import logging
-import statistics
-import threading
-import time
-from dataclasses import asdict, dataclass, field
-from typing import Callable, Optional
+from dataclasses import asdict, dataclass
+from typing import Optional
 
 import numpy as np
-import tritonclient.grpc as grpcclient
 
 from clients.client import DenseClient
 from clients.contract import ModelContract
+from clients.pipeline import normalise
+
+from .measure import LoopSettings, sweep
 
 log = logging.getLogger(__name__)
-
-STAT_FIELDS = ("queue", "compute_input", "compute_infer", "compute_output")
 
 
 @dataclass
@@ -42,47 +39,10 @@ class LatencySettings:
     warmup_s: float = 1.0
     seed: int = 0
 
-
-@dataclass
-class LevelResult:
-    concurrency: int
-    throughput: float  # inferences/s over the stable windows
-    p50_us: float
-    p90_us: float
-    p95_us: float
-    p99_us: float
-    mean_us: float
-    count: int
-    windows: int
-    stable: bool
-    client_preprocess_us: float  # letterbox + tensor packing per request
-    client_postprocess_us: float  # inverse letterbox per request
-    server_us: dict[str, float] = field(default_factory=dict)  # per-request averages from Triton
-    window_throughputs: list[float] = field(default_factory=list)
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
-
-
-def server_split(before, after, model: str) -> dict[str, float]:
-    """Average per-request server time (µs) for each stage, from two statistics snapshots."""
-    def totals(stats) -> dict[str, tuple[int, int]]:
-        out = {f: (0, 0) for f in STAT_FIELDS}
-        for ms in stats.model_stats:
-            if ms.name != model:
-                continue
-            for f in STAT_FIELDS:
-                d = getattr(ms.inference_stats, f)
-                out[f] = (out[f][0] + d.count, out[f][1] + d.ns)
-        return out
-
-    b, a = totals(before), totals(after)
-    split = {}
-    for f in STAT_FIELDS:
-        count = a[f][0] - b[f][0]
-        split[f] = (a[f][1] - b[f][1]) / count / 1e3 if count else float("nan")
-    return split
+    @property
+    def loop(self) -> LoopSettings:
+        return LoopSettings(window_s=self.window_s, max_windows=self.windows, min_windows=self.min_windows,
+                            stability=self.stability, warmup_s=self.warmup_s)
 
 
 class RequestSource:
@@ -116,6 +76,12 @@ class TensorSource:
         pass
 
 
+def make_batch(input_dtype: str, contract: ModelContract, batch: int, hw: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """Random network-size images: (B, H, W, 3) uint8, or the raw form's normalised NCHW float32."""
+    images = np.random.default_rng(seed).integers(0, 256, (batch, hw[0], hw[1], 3), dtype=np.uint8)
+    return images if input_dtype == "uint8" else normalise(images, contract)
+
+
 def load_images(settings: LatencySettings) -> list[np.ndarray]:
     if settings.images_dir:
         from pathlib import Path
@@ -132,125 +98,9 @@ def load_images(settings: LatencySettings) -> list[np.ndarray]:
     return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(4)]
 
 
-class Worker(threading.Thread):
-    """One closed-loop client: send, wait, record, repeat (perf_analyzer's concurrency mode)."""
-
-    def __init__(self, make_infer: Callable[[], Callable], source: RequestSource, index: int,
-                 stop: threading.Event) -> None:
-        super().__init__(daemon=True)
-        self.infer = make_infer()
-        self.source = source
-        self.index = index
-        self.stop_event = stop
-        self.records: list[tuple[float, float, float, float]] = []  # (end time, pre, request, post) s
-        self.error: Optional[BaseException] = None
-
-    def run(self) -> None:
-        i = self.index
-        try:
-            while not self.stop_event.is_set():
-                t0 = time.perf_counter()
-                batch, transforms = self.source.prepare(i)
-                t1 = time.perf_counter()
-                outputs = self.infer(batch)
-                t2 = time.perf_counter()
-                self.source.finish(outputs, transforms)
-                t3 = time.perf_counter()
-                self.records.append((t2, t1 - t0, t2 - t1, t3 - t2))
-                i += 1
-        except BaseException as exc:  # surfaced by the level runner; never swallowed
-            self.error = exc
-
-
-def infer_factory(settings: LatencySettings) -> Callable[[], Callable]:
-    """Each worker gets its own DenseClient (own channel, own shm regions), as separate production
-    clients would; only its request path (`infer_tensors`) is on the clock as request time."""
-    clients: list[DenseClient] = []
-
-    def make():
-        client = DenseClient(settings.url, settings.model, use_shm=settings.shm, retries=0)
-        clients.append(client)
-        return client.infer_tensors
-
-    make.clients = clients  # closed by measure(), also on error
-    return make
-
-
-def run_level(settings: LatencySettings, concurrency: int, make_infer, source: RequestSource,
-              stats_client) -> LevelResult:
-    stop = threading.Event()
-    workers = [Worker(make_infer, source, i, stop) for i in range(concurrency)]
-    for w in workers:
-        w.start()
-    time.sleep(settings.warmup_s)
-    window_stats: list[dict] = []
-    stable = False
-    snapshot = stats_client.get_inference_statistics(settings.model)
-    while len(window_stats) < settings.windows:
-        start = time.perf_counter()
-        time.sleep(settings.window_s)
-        end = time.perf_counter()
-        after = stats_client.get_inference_statistics(settings.model)
-        records = [r for w in workers for r in w.records if start <= r[0] < end]
-        lat = [r[2] * 1e6 for r in records]
-        window_stats.append({"records": records, "throughput": len(records) / (end - start),
-                             "p50": percentile(lat, 50), "before": snapshot, "after": after})
-        snapshot = after
-        if any(w.error for w in workers):
-            break
-        recent = window_stats[-settings.min_windows:]
-        if len(recent) == settings.min_windows and all(_agree([w[k] for w in recent], settings.stability)
-                                                        for k in ("throughput", "p50")):
-            stable = True
-            break
-    stop.set()
-    for w in workers:
-        w.join(timeout=60)
-    errors = [w.error for w in workers if w.error]
-    if errors:
-        raise RuntimeError(f"model {settings.model!r} failed at concurrency {concurrency}: {errors[0]}")
-    used = window_stats[-settings.min_windows:]
-    records = [r for w in used for r in w["records"]]
-    lat = [r[2] * 1e6 for r in records]
-    seconds = settings.window_s * len(used)
-    return LevelResult(
-        concurrency=concurrency,
-        throughput=len(records) / seconds,
-        p50_us=percentile(lat, 50), p90_us=percentile(lat, 90), p95_us=percentile(lat, 95),
-        p99_us=percentile(lat, 99), mean_us=float(np.mean(lat)) if lat else float("nan"),
-        count=len(records), windows=len(window_stats), stable=stable,
-        client_preprocess_us=float(np.mean([r[1] for r in records]) * 1e6) if records else float("nan"),
-        client_postprocess_us=float(np.mean([r[3] for r in records]) * 1e6) if records else float("nan"),
-        server_us=server_split(used[0]["before"], used[-1]["after"], settings.model),
-        window_throughputs=[w["throughput"] for w in window_stats],
-    )
-
-
-def _agree(values: list[float], tolerance: float) -> bool:
-    if any(v != v for v in values) or min(values) <= 0:
-        return False
-    return (max(values) - min(values)) / statistics.mean(values) <= tolerance
-
-
 def measure(settings: LatencySettings) -> dict:
-    probe = DenseClient(settings.url, settings.model, retries=2)  # clear errors: dead server, no model
-    stats_client = grpcclient.InferenceServerClient(settings.url)
-    make_infer = infer_factory(settings)
-    try:
+    with DenseClient(settings.url, settings.model, retries=2) as probe:  # clear errors: dead server, no model
         source = RequestSource(load_images(settings), probe.contract)
-        levels = []
-        for c in settings.concurrency:
-            result = run_level(settings, c, make_infer, source, stats_client)
-            log.info("concurrency %d: %.1f infer/s, p50 %.0f us%s", c, result.throughput, result.p50_us,
-                     "" if result.stable else " (not stable)")
-            levels.append(result)
-            for client in make_infer.clients:  # one level's workers never outlive it
-                client.close()
-            make_infer.clients.clear()
-    finally:
-        for client in make_infer.clients:
-            client.close()
-        stats_client.close()
-        probe.close()
+        levels = sweep(settings.url, settings.model, settings.concurrency, source, settings.loop, shm=settings.shm)
     return {"settings": asdict(settings), "model": settings.model, "task": probe.contract.task,
             "transport": "shm" if settings.shm else "grpc", "levels": [asdict(level) for level in levels]}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 from typing import Sequence
 
+from clients.files import atomic_path
+
 # perf_analyzer's CSV columns (times in µs). pixelport fills Client Send with the client's
 # preprocessing (letterbox + packing) and Client Recv with its postprocessing (inverse letterbox).
 CSV_COLUMNS = ["Concurrency", "Inferences/Second", "Client Send", "Server Queue", "Server Compute Input",
@@ -24,7 +26,7 @@ def latency_rows(levels: Sequence[dict]) -> list[list]:
 
 
 def write_csv(path: str, header: Sequence[str], rows: Sequence[Sequence]) -> None:
-    with open(path, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
         writer.writerows(rows)
@@ -70,8 +72,7 @@ def plot_latency(path: str, levels: Sequence[dict], title: str) -> None:
     ax.legend(lines, [ln.get_label() for ln in lines], loc="upper left", fontsize=8)
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def plot_bars(path: str, names: Sequence[str], values: Sequence[float], ylabel: str, title: str) -> None:
@@ -87,5 +88,15 @@ def plot_bars(path: str, names: Sequence[str], values: Sequence[float], ylabel: 
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_png(fig, path)
+
+
+def save_png(fig, path: str) -> None:
+    """Write a matplotlib figure atomically as PNG, then free it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")  # the temporary name has no .png to infer from
+    finally:
+        plt.close(fig)

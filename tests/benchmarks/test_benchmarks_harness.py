@@ -35,13 +35,16 @@ def test_latency_writes_perf_analyzer_csv_json_and_plot(triton_server, tmp_path,
 def test_latency_over_shared_memory_leaves_no_region(triton_server, tmp_path):
     import os
 
-    before = {n for n in os.listdir("/dev/shm") if n.startswith("pixelport_")}
+    from clients.shm import region_prefix
+
+    # Only this process's regions: other test sessions on the host make and free their own.
+    before = {n for n in os.listdir("/dev/shm") if n.startswith(region_prefix())}
     rc = bench_main(["latency", "--url", triton_server.grpc_url, "--model", "depth_unet", "--concurrency", "2",
                      "--shm", "--image-size", "64x64", "--window-s", "0.3", "--windows", "3",
                      "--out", str(tmp_path / "shm")])
     assert rc == 0
     assert json.loads((tmp_path / "shm" / "latency.json").read_text())["transport"] == "shm"
-    after = {n for n in os.listdir("/dev/shm") if n.startswith("pixelport_")}
+    after = {n for n in os.listdir("/dev/shm") if n.startswith(region_prefix())}
     assert after <= before
 
 
