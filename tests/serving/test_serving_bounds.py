@@ -111,7 +111,9 @@ def test_oversized_image_is_refused_at_once_with_invalid_argument(toy_server, to
     assert error.status() == "StatusCode.INVALID_ARGUMENT", (error.status(), error.message())
     message = error.message()
     assert "8000x8000" in message and "{}x{}".format(*TOY_MAX_SIZE) in message and "pixelport.max_size" in message
-    assert seconds < 1.0, f"refusing took {seconds:.2f} s"
+    # About 0.25 s on an idle 2-core machine (moving 192 MB into the stub, then the refusal); the
+    # bound is loose because the suite shares those cores (load averages of 15 were seen).
+    assert seconds < 5.0, f"refusing took {seconds:.2f} s"
 
 
 @pytest.mark.integration
