@@ -4,9 +4,13 @@ Run it from the repository root with the project's venv, e.g. `.venv/bin/python 
 
     python -m serving start --repository model_repository [--grpc-port 8001 --http-port 8000 --metrics-port 8002]
                             [--host 127.0.0.1] [--foreground] [--log FILE] [--tritonserver PATH]
+                            [--allow-failed-models] [--ssl-cert PEM --ssl-key PEM [--ssl-root-cert PEM]]
     python -m serving status [--clean]
     python -m serving reload NAME
     python -m serving stop
+
+Model control (load, unload, the repository index), logging and trace are locked: `start` keeps a
+random admin key in <state-dir>/admin.key (mode 0600), and `reload` and `status` send it.
 """
 
 from __future__ import annotations

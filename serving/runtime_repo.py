@@ -27,9 +27,9 @@ log = logging.getLogger(__name__)
 
 RUNTIME_MODEL = Path(__file__).parent / "runtime" / "model.py"
 # Keys the generic model.py reads; they ride on the derived config only, never on the source one.
-REQUESTED_KIND_PARAM = "pixelport.runtime.requested_kind"
-ACCELERATOR_PARAM = "pixelport.runtime.accelerator"
-ACCELERATOR_PRECISION_PARAM = "pixelport.runtime.accelerator_precision"
+REQUESTED_KIND_PARAM = PARAM_PREFIX + "runtime.requested_kind"
+ACCELERATOR_PARAM = PARAM_PREFIX + "runtime.accelerator"
+ACCELERATOR_PRECISION_PARAM = PARAM_PREFIX + "runtime.accelerator_precision"
 # Request bounds model.py enforces (written by export; derived from the contract when a config predates them).
 MAX_SIZE_PARAM = PARAM_PREFIX + "max_size"
 MAX_BYTES_PARAM = PARAM_PREFIX + "max_request_bytes"

@@ -54,8 +54,13 @@ def test_copied_constants_match_the_contract(runtime_model):
     assert runtime_model.ONNX_FILE == contract.ONNX_FILE
     assert runtime_model.CONFIG_FILE == contract.CONFIG_FILE
     assert runtime_model.THREADS_PARAM == contract.PARAM_PREFIX + "intra_op_threads"
-    assert runtime_model.THREADS_PARAM in contract.ModelContract(
-        "m", "depth", contract.Resize("stride", stride=8), output_kind="depth", intra_op_threads=2).parameters()
+    written = contract.ModelContract("m", "depth", contract.Resize("stride", stride=8), output_kind="depth",
+                                     intra_op_threads=2).parameters()
+    for name in ("THREADS_PARAM", "LAYOUT_PARAM", "MAX_SIZE_PARAM", "MAX_BYTES_PARAM"):
+        assert getattr(runtime_model, name) in written, name  # keys export writes and model.py reads
+    assert written[runtime_model.LAYOUT_PARAM] in ("NHWC", "NCHW")
+    assert (runtime_model.MAX_SIZE_PARAM, runtime_model.MAX_BYTES_PARAM) == (runtime_repo.MAX_SIZE_PARAM,
+                                                                             runtime_repo.MAX_BYTES_PARAM)
     for name in ("REQUESTED_KIND_PARAM", "ACCELERATOR_PARAM", "ACCELERATOR_PRECISION_PARAM"):
         assert getattr(runtime_model, name) == getattr(runtime_repo, name), name
     assert {k: np.dtype(v).name for k, v in runtime_model.NUMPY_DTYPES.items()} == contract.NUMPY_DTYPE_NAMES

@@ -10,7 +10,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from clients.contract import ModelContract
+from clients.contract import CONFIG_FILE, ModelContract
 from serving import collect_status
 import serving_toys as toys
 from serving_toys import assert_matches, image, infer_input, reference
@@ -44,7 +44,7 @@ def test_served_config_keeps_the_contract(toy_server, toy_repository):
     with toy_server.client() as client:
         served = ModelContract.from_model_config(client.get_model_config("seg", as_json=True))
         config = client.get_model_config("seg").config
-    source = ModelContract.from_model_config((toy_repository / "seg" / "config.pbtxt").read_text())
+    source = ModelContract.from_model_config((toy_repository / "seg" / CONFIG_FILE).read_text())
     assert served == source
     assert config.backend == "python" and config.max_batch_size == 8 and config.HasField("dynamic_batching")
     assert config.instance_group[0].count == 1
