@@ -105,15 +105,13 @@ class _Batches:
 
 
 def preprocess(src: Path, dst: Path) -> None:
-    """onnxruntime's pre-quantization pass: shape inference and graph optimisation (folds BatchNorm
-    into Conv, fuses Conv+Relu), so that more tensors have shapes and fewer ops need quantizing."""
+    """onnxruntime's pre-quantization pass: ONNX shape inference and graph optimisation (folds
+    BatchNorm into Conv), so that more tensors have shapes and fewer ops need quantizing."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    try:
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
-    except Exception as exc:  # symbolic shape inference gives up on some graphs: ONNX's own is enough
-        log.info("symbolic shape inference failed (%s); using ONNX shape inference only", exc)
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+    # No symbolic shape inference: it gives up on the exporter's dynamic-shape arithmetic, and when it
+    # does it dumps sym_shape_infer_temp.onnx (+ a .data file) into the current directory.
+    quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
 
 
 def quantize(src: Path, dst: Path, batches: Sequence[np.ndarray], settings: Int8Settings,
