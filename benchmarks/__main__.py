@@ -3,6 +3,7 @@
     python -m benchmarks latency --url 127.0.0.1:8001 --model NAME --concurrency 1,2,4,8 --out DIR
     python -m benchmarks compare --checkpoint CKPT --image-size 512x512 --batch 1,4 --out DIR
     python -m benchmarks crosscheck --url 127.0.0.1:8001 --model NAME --shape 512x512 --concurrency 1,2 --out DIR
+    python -m benchmarks tune --model-dir model_repository/NAME --budget-p99-ms 150 --shape 512x512 --out DIR
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="verb", required=True)
-    from . import cli_compare, cli_crosscheck, cli_latency
+    from . import cli_compare, cli_crosscheck, cli_latency, tune
 
-    for module in (cli_latency, cli_compare, cli_crosscheck):
+    for module in (cli_latency, cli_compare, cli_crosscheck, tune):
         module.add_parser(sub)
     return parser
 
