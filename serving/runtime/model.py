@@ -86,9 +86,17 @@ class Limits:
     def __init__(self, params: dict) -> None:
         layout = params.get(LAYOUT_PARAM, "NHWC")
         self.hw_axes = (0, 1) if layout == "NHWC" else (1, 2)  # in one image's dims (no batch)
-        size = params.get(MAX_SIZE_PARAM, "")
-        self.max_hw = tuple(int(v) for v in size.lower().split("x")) if size else None
-        self.max_bytes = int(params.get(MAX_BYTES_PARAM, "0") or 0) or None
+        size, nbytes = params.get(MAX_SIZE_PARAM, ""), params.get(MAX_BYTES_PARAM, "")
+        try:
+            self.max_hw = tuple(int(v) for v in size.lower().split("x")) if size else None
+            self.max_bytes = int(nbytes or 0) or None
+            if self.max_hw is not None and (len(self.max_hw) != 2 or min(self.max_hw) <= 0):
+                raise ValueError
+        except ValueError:
+            raise ValueError(
+                f"malformed request bounds {MAX_SIZE_PARAM}={size!r} {MAX_BYTES_PARAM}={nbytes!r} "
+                "(want HxW and a byte count); re-export the model"
+            ) from None
 
     def check(self, spec: TensorSpec, shape: tuple, nbytes: int, batched: bool) -> None:
         """Raise ValueError naming the limit when one request's input is over it.

@@ -44,6 +44,8 @@ def test_limits_name_the_parameter(runtime_model):
     with pytest.raises(ValueError, match="image 64x40"):
         nchw.check(fp, (1, 3, 64, 40), 0, batched=True)
     runtime_model.Limits({}).check(spec, (1, 9000, 9000, 3), 1, batched=True)  # no bound configured
+    with pytest.raises(ValueError, match="malformed request bounds"):
+        runtime_model.Limits({"pixelport.max_size": "64x"})
 
 
 def stub_pid(state_dir: Path, model: str) -> int:
