@@ -512,6 +512,11 @@ def format_unknown_ids(unknown: dict[str, int], limit: int = 8) -> str:
     return text + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
+def _first_failure(report: dict[str, Any]) -> str:
+    first = report["failed"][0]
+    return " ".join(f"{first['path']}: {first['error']}".split())  # one line, whatever the error said
+
+
 def check_report(report: dict[str, Any], allow_failures: bool = False) -> list[Problem]:
     """The reasons a run must not pass as a success, most serious first (empty: all good).
 
@@ -519,8 +524,7 @@ def check_report(report: dict[str, Any], allow_failures: bool = False) -> list[P
     `ignore_unknown_ids` (recorded in the report, whose headline then says so)."""
     problems = []
     if report["num_evaluated"] == 0:
-        first = report["failed"][0] if report["failed"] else None
-        why = (f"all {report['num_images']} failed (first: {first['path']}: {first['error']})" if first
+        why = (f"all {report['num_images']} failed (first: {_first_failure(report)})" if report["failed"]
                else f"shard {report['shard']} of split {report['dataset']['split']!r} holds no image")
         problems.append(Problem("nothing_evaluated", f"no image was evaluated: {why}"))
         return problems
@@ -531,8 +535,7 @@ def check_report(report: dict[str, Any], allow_failures: bool = False) -> list[P
             "unknown_ids", f"ground truth holds ids the model cannot predict (it has classes 0..{n - 1}): "
             f"{format_unknown_ids(unknown)}; map them with --label-map FILE, or pass --ignore-unknown-ids"))
     if report["num_failed"] and not allow_failures:
-        first = report["failed"][0]
         problems.append(Problem(
             "failed_inputs", f"{report['num_failed']} of {report['num_images']} images failed (first: "
-            f"{first['path']}: {first['error']}); see report.md, or pass --allow-failures"))
+            f"{_first_failure(report)}); see report.md, or pass --allow-failures"))
     return problems

@@ -124,3 +124,15 @@ def test_bad_label_map_and_class_names_are_usage_errors(model_dir, tmp_path, cap
     assert run(model_dir, data, tmp_path / "named", "--class-names", str(tmp_path / "names.txt")) == 0
     report = json.loads((tmp_path / "named" / "report.json").read_text())
     assert [r["class"] for r in report["per_class"]] == ["rouge", "vert", "bleu"]
+
+
+def test_every_message_is_one_line():
+    from evaluation.evaluate import check_report
+
+    report = {"num_evaluated": 1, "num_images": 2, "num_failed": 1, "shard": "0/1", "dataset": {"split": "val"},
+              "failed": [{"path": "/d/a.png", "error": "cannot read:\n  truncated\tfile"}],
+              "unknown_ids": {"7": 3}, "per_class": [{}] * 3}
+    problems = check_report(report)
+    assert [p.kind for p in problems] == ["unknown_ids", "failed_inputs"]
+    assert all("\n" not in p.message for p in problems)
+    assert "(first: /d/a.png: cannot read: truncated file)" in problems[1].message
