@@ -392,6 +392,10 @@ def metrics_section(metrics: Metrics) -> dict[str, Any]:
 def dataset_section(dataset: Dataset, s: EvalSettings, task: str) -> dict[str, Any]:
     out: dict[str, Any] = {"root": os.path.abspath(dataset.root), "split": dataset.split, "layout": dataset.layout,
                            "limit": s.limit}
+    raw = [suffix for suffix in dataset.label_luts
+           if any(x.targets.get("labels", "").endswith(suffix) for x in dataset.samples)]
+    if task == "segmentation" and raw:  # e.g. a stock Cityscapes gtFine: raw label ids, mapped at read time
+        out["label_ids"] = f"raw ids from *{raw[0]} mapped to train ids with the dataset's official table"
     if task == "matting":  # the DIM benchmark's trimaps, or ones made from alpha (mmagic's GenerateTrimap)
         out["trimaps"] = "files" if any("trimap" in x.targets for x in dataset.samples) else "generated from alpha"
     return out

@@ -61,6 +61,10 @@ def render_markdown(report: dict[str, Any], pictures: Sequence[str] = ()) -> str
     out = [f"# Evaluation: {report['model']} ({report['backend']}, {task})\n",
            f"Data: `{ds['root']}` split `{ds['split']}` (layout {ds['layout']}), shard {report['shard']}. "
            f"Images: {report['num_images']}, evaluated {report['num_evaluated']}, failed {report['num_failed']}.\n"]
+    notes = [f"Labels: {ds['label_ids']}." if ds.get("label_ids") else "",
+             f"Trimaps: {ds['trimaps']}." if ds.get("trimaps") else ""]
+    if any(notes):
+        out.append(" ".join(n for n in notes if n) + "\n")
     out += headline_warnings(report)
     produced = produced_by(report)
     if produced:

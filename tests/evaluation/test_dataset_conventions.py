@@ -12,7 +12,7 @@ from PIL import Image
 from clients.contract import default_palette
 from clients.images import load_image
 from evaluation.evaluate import EvalSettings, check_report, evaluate
-from evaluation.report import write_report
+from evaluation.report import render_markdown, write_report
 from evalkit import FakePredictor, make_pixelport, write_png
 
 # cityscapesscripts' labels.py, written out here independently of clients.datasets.
@@ -49,6 +49,8 @@ def test_cityscapes_label_ids_only_scores_100_percent_with_an_oracle(tmp_path):
     assert report["metrics"]["mIoU"] == 1.0 and report["metrics"]["aAcc"] == 1.0
     assert report["unknown_ids"] == {} and check_report(report) == []
     assert [r["class"] for r in report["per_class"]][:3] == ["road", "sidewalk", "building"]
+    assert "_gtFine_labelIds.png mapped to train ids" in report["dataset"]["label_ids"]
+    assert "Labels: raw ids from *_gtFine_labelIds.png" in render_markdown(report)
 
 
 class Lookup:
