@@ -7,7 +7,11 @@ computed exactly as mmsegmentation's `EncoderDecoder.slide_inference` and its au
 The tiles of one image travel as batched requests of up to max_batch_size tiles. Logits (or depth)
 are summed where tiles overlap and divided by the count, one band of rows at a time: rows are
 finished (averaged, resized back, merged over augmentations, argmaxed) as soon as no later tile
-can touch them, so memory grows with the crop and the image width, never with all tiles' logits.
+can touch them, so memory grows with the crop and the image width, never with all tiles' logits
+(the uint8 images of each scale are held; an 8000x8000 image with 19 classes never needs its
+4.9 GB logits map). A side shorter than the crop gets one tile of that side, as in mmseg; the tile
+is padded (bottom/right, the model's pad value) only up to what the model accepts, and the padding
+is cropped off its outputs before they are summed, so it never enters the average.
 `SlideJob` is the plan without I/O (next request, feed its outputs); `run_slide` and
 `run_slide_async` drive it with a client's `infer_tensors`. `mmseg_slide_reference` and
 `mmseg_aug_reference` are mmseg's loops written plainly, for tests.
@@ -362,9 +366,10 @@ class SlideJob:
         self.max_tiles = max(1, contract.max_batch_size)
         self.streams = []
         for scale, flip in window.augs:
-            scaled = resize_image(image, scaled_hw(self.hw, scale))
-            if min(scaled.shape[:2]) < 1:
+            hw = scaled_hw(self.hw, scale)
+            if min(hw) < 1:
                 raise ValueError(f"scale {scale} shrinks the {self.hw[0]}x{self.hw[1]} image to nothing")
+            scaled = resize_image(image, hw)
             self.streams.append(_Stream(scaled[:, ::-1] if flip else scaled, window, channels, scale, flip, self.hw))
             network_hw(self.streams[-1].tile_hw, contract)  # fail before any request
         self.merge = _Merge(len(self.streams), contract.task == "segmentation")

@@ -176,6 +176,8 @@ def test_crop_over_the_models_limit_is_refused_before_any_request():
         network_hw((2048, 1024), contract)
     with pytest.raises(ValueError, match="input limit"):
         SlideJob(_images((3000, 3000))[0], SlideWindow((2048, 2048), (1024, 1024)), contract)
+    with pytest.raises(ValueError, match="shrinks the 1x5 image to nothing"):
+        SlideJob(_images((1, 5))[0], SlideWindow((8, 8), (4, 4), scales=(0.25, 1.0)), contract)
 
 
 # ---- memory ------------------------------------------------------------------------------------
