@@ -4,6 +4,7 @@
     python -m benchmarks compare --checkpoint CKPT --image-size 512x512 --batch 1,4 --out DIR
     python -m benchmarks crosscheck --url 127.0.0.1:8001 --model NAME --shape 512x512 --concurrency 1,2 --out DIR
     python -m benchmarks tune --model-dir model_repository/NAME --budget-p99-ms 150 --shape 512x512 --out DIR
+    python -m benchmarks soak --url 127.0.0.1:8001 --model NAME --clients 8 --duration 60 [--shm] --out DIR
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="verb", required=True)
-    from . import cli_compare, cli_crosscheck, cli_latency, tune
+    from . import cli_compare, cli_crosscheck, cli_latency, cli_soak, tune
 
-    for module in (cli_latency, cli_compare, cli_crosscheck, tune):
+    for module in (cli_latency, cli_compare, cli_crosscheck, cli_soak, tune):
         module.add_parser(sub)
     return parser
 
