@@ -92,7 +92,10 @@ def candidates(s: TuneSettings, default: Candidate) -> list[Candidate]:
         if inst * max(thr, 1) > cores or (default.max_batch > 0 and mb > default.max_batch) or c in out:
             continue
         out.append(c)
-    return out[: s.max_candidates]
+    # Under the bound, spread the search: every instances x threads at the default batch first, then
+    # other batch sizes, then queue delays (a delay only pays where batching already does).
+    rest = sorted(out[1:], key=lambda c: (c.queue_delay_us != 0, c.max_batch != default.max_batch))
+    return [default, *rest][: s.max_candidates]
 
 
 def apply(config, c: Candidate):
