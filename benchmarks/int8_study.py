@@ -49,6 +49,7 @@ class StudySettings:
     out: str
     data: str
     checkpoint: Optional[str] = None
+    model_dir: Optional[str] = None  # an already exported fp32 model (<repository>/<name>): no export
     arch: str = "unet"  # random-init zoo model when no checkpoint
     width: int = 32
     num_classes: int = 6
@@ -61,6 +62,7 @@ class StudySettings:
     variants: tuple[str, ...] = tuple(GRID)
     mixed: bool = True  # also run the automatic mixed-precision search
     profile_iters: int = 10
+    conv_probe: bool = True  # also time one bare conv, fp32 vs int8, at three widths
 
 
 def export_fp32(s: StudySettings, repository: Path) -> tuple[Path, object]:
@@ -88,6 +90,15 @@ def export_fp32(s: StudySettings, repository: Path) -> tuple[Path, object]:
                               max_size=(h, w), calibration=s.data, **extra)
     result = export_model(settings)
     return result.version_dir / "model.onnx", result.contract
+
+
+def existing_fp32(model_dir: str) -> tuple[Path, object]:
+    """The newest version's model.onnx of an exported model, and its contract."""
+    from clients.contract import ModelContract, list_versions
+
+    root = Path(model_dir)
+    contract = ModelContract.from_model_config((root / "config.pbtxt").read_text(encoding="utf-8"))
+    return root / str(max(list_versions(root))) / "model.onnx", contract
 
 
 def _dataset_samples(data: str, split: str, limit: int):
@@ -218,6 +229,53 @@ def profile(path: Path, threads: int, batch: np.ndarray, iters: int, work: Path)
             "fp32_conv_nodes": heavy_fp32}
 
 
+def conv_probe(work: Path, threads: int, channels=(16, 64, 256), hw: int = 128, rounds: int = 5) -> list[dict]:
+    """One 3x3 conv C->C at hw x hw, fp32 against QDQ u8s8 (per-channel, this CPU's reduce_range):
+    what the int8 kernels give on their own, before any graph overhead (ms per call, interleaved)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from export import quantize as q
+
+    rng = np.random.default_rng(0)
+    out = []
+    for c in channels:
+        w = numpy_helper.from_array((rng.standard_normal((c, c, 3, 3)) * 0.05).astype(np.float32), "w")
+        graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], name="conv")],
+                                  "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, hw, hw])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, hw, hw])], [w])
+        fp32, int8 = work / f"probe{c}.onnx", work / f"probe{c}-int8.onnx"
+        onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(fp32))
+        x = np.abs(rng.standard_normal((1, c, hw, hw))).astype(np.float32)
+
+        class Reader:  # the probe's input is "x", not the served "image"
+            def __init__(self):
+                self.items = iter([{"x": x}])
+
+            def get_next(self):
+                return next(self.items, None)
+
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+        quantize_static(str(fp32), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        reduce_range=q.Int8Settings().resolved_reduce_range())
+        sessions = {"fp32": q.session(fp32, threads), "int8": q.session(int8, threads)}
+        times: dict[str, list[float]] = defaultdict(list)
+        for sess in sessions.values():
+            sess.run(None, {"x": x})
+        for _ in range(rounds):
+            for name, sess in sessions.items():
+                t = time.perf_counter()
+                sess.run(None, {"x": x})
+                times[name].append((time.perf_counter() - t) * 1e3)
+        f, i = statistics.median(times["fp32"]), statistics.median(times["int8"])
+        gmacs = c * c * 9 * hw * hw / 1e9
+        out.append({"channels": c, "hw": hw, "fp32_ms": f, "int8_ms": i, "speedup": f / i,
+                    "fp32_gmac_s": gmacs / (f / 1e3), "int8_gmac_s": gmacs / (i / 1e3)})
+        log.info("conv probe %d->%d at %dx%d: fp32 %.1f ms, int8 %.1f ms (x%.2f)", c, c, hw, hw, f, i, f / i)
+    return out
+
+
 def study(s: StudySettings) -> dict:
     from clients.pipeline import postprocess, preprocess
     from export.accuracy import onnx_runner
@@ -226,7 +284,7 @@ def study(s: StudySettings) -> dict:
     with tempfile.TemporaryDirectory(prefix="pixelport-int8-study-") as tmp:
         work = Path(tmp)
         (work / "repo").mkdir()
-        fp32, contract = export_fp32(s, work / "repo")
+        fp32, contract = existing_fp32(s.model_dir) if s.model_dir else export_fp32(s, work / "repo")
         built = build_variants(s, fp32, contract, work)
         paths = {"fp32": fp32, **{k: v["path"] for k, v in built.items() if "path" in v}}
 
@@ -253,16 +311,19 @@ def study(s: StudySettings) -> dict:
         profiles = {"fp32": profile(fp32, s.threads, batch, s.profile_iters, work)}
         if fastest:
             profiles[fastest] = profile(paths[fastest], s.threads, batch, s.profile_iters, work)
+        probe = conv_probe(work, s.threads) if s.conv_probe else []
     return {
         "settings": {**asdict(s), "image_size": list(s.image_size)},
         "machine": {"cpu_vnni": cpu_has_vnni(), "cores_seen": _cores(), "python": platform.python_version(),
                     "onnxruntime": _ort_version(), "shared": "2 cores shared with other engineers' test runs: "
                     "compare ratios from this run only"},
-        "model": {"arch": contract.name, "num_classes": contract.num_classes, "gflop_hint": None},
+        "model": {"source": s.checkpoint or s.model_dir or f"random-init {s.arch} width {s.width}",
+                  "num_classes": contract.num_classes, "trained": bool(s.checkpoint)},
         "rows": rows,
         "fastest_within_1_point": fastest,
         "variants": {k: {kk: vv for kk, vv in v.items() if kk != "path"} for k, v in built.items()},
         "profiles": profiles,
+        "conv_probe": probe,
     }
 
 
@@ -286,6 +347,9 @@ def table(result: dict) -> str:
     for name, prof in result["profiles"].items():
         top = ", ".join(f"{k} {100 * v:.0f}%" for k, v in list(prof["share_by_op"].items())[:6])
         lines.append(f"profile {name}: {prof['kernel_ms_per_run']:.1f} ms/run in kernels: {top}")
+    for row in result.get("conv_probe", []):
+        lines.append(f"conv probe {row['channels']}->{row['channels']} 3x3 at {row['hw']}x{row['hw']}: fp32 "
+                     f"{row['fp32_ms']:.1f} ms, int8 {row['int8_ms']:.1f} ms (x{row['speedup']:.2f})")
     return "\n".join(lines)
 
 
@@ -297,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="result JSON path (a .txt table is written beside it)")
     p.add_argument("--data", required=True, help="synthetic dataset root: train split calibrates, val split scores")
     p.add_argument("--checkpoint", help="trained zoo checkpoint (default: a random-init --arch/--width model)")
+    p.add_argument("--model-dir", help="an exported fp32 model <repository>/<name> to study instead of exporting")
     p.add_argument("--arch", default="unet", help="zoo architecture for the random-init model (default unet)")
     p.add_argument("--width", type=int, default=32, help="zoo width for the random-init model (default 32)")
     p.add_argument("--image-size", type=hw_arg, default=(512, 512), help="letterbox HxW (default 512x512)")
@@ -307,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-images", type=int, default=8, help="train images calibrated on (default 8)")
     p.add_argument("--variants", default=",".join(GRID), help=f"comma list from {', '.join(GRID)}")
     p.add_argument("--no-mixed", action="store_true", help="skip the mixed-precision search")
+    p.add_argument("--no-conv-probe", action="store_true", help="skip the bare-conv fp32/int8 probe")
     return p
 
 
@@ -319,10 +385,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     if unknown:
         print(f"error: unknown variant(s) {unknown}; choose from {', '.join(GRID)}", file=sys.stderr)
         return 2
-    s = StudySettings(out=args.out, data=args.data, checkpoint=args.checkpoint, arch=args.arch, width=args.width,
-                      image_size=tuple(args.image_size), threads=args.threads, rounds=args.rounds, iters=args.iters,
+    s = StudySettings(out=args.out, data=args.data, checkpoint=args.checkpoint, model_dir=args.model_dir,
+                      arch=args.arch, width=args.width, image_size=tuple(args.image_size), threads=args.threads,
+                      rounds=args.rounds, iters=args.iters,
                       eval_images=args.eval_images, calibration_images=args.calibration_images,
-                      variants=tuple(args.variants.split(",")), mixed=not args.no_mixed)
+                      variants=tuple(args.variants.split(",")), mixed=not args.no_mixed,
+                      conv_probe=not args.no_conv_probe)
     result = study(s)
     out = Path(s.out)
     out.parent.mkdir(parents=True, exist_ok=True)
