@@ -17,11 +17,9 @@ from typing import Any, Awaitable, Callable, Optional, Sequence, Union
 
 import numpy as np
 import tritonclient.grpc.aio as aiogrpc
-from tritonclient.utils import InferenceServerException
 
-from .client import (ATTEMPT_ERRORS, ClientBase, ClientStats, InferenceError, ServerUnavailableError, Urls,
-                     check_request, client_kwargs, contract_from_config, is_model_missing, make_request,
-                     read_result, ready_models, shm_nbytes)
+from .client import (ATTEMPT_ERRORS, ClientBase, ClientStats, InferenceError, Urls, check_request, client_kwargs,
+                     contract_from_config, make_request, read_result, shm_nbytes)
 from .pipeline import postprocess, preprocess
 from .prediction import Prediction
 from .window import SlideWindow, run_slide_async
@@ -86,17 +84,11 @@ class AsyncDenseClient(ClientBase):
 
         try:
             config = await self._call(fetch, "model config", connecting=True)
-        except ServerUnavailableError:
-            raise
         except InferenceError as exc:
-            if not is_model_missing(exc.server_message):
+            missing = await asyncio.to_thread(self._model_missing, exc)
+            if missing is None:
                 raise
-            try:
-                client = self._clients[self.urls.index(exc.url)]
-                served = ready_models(await client.get_model_repository_index(as_json=True, client_timeout=self.timeout_s))
-            except InferenceServerException:  # e.g. a server that keeps its index for admins
-                served = None
-            raise self._model_missing(exc, served) from exc
+            raise missing from exc
         return contract_from_config(config, self.model)
 
     async def infer_tensors(self, batch: np.ndarray, image: str = "batch") -> dict[str, np.ndarray]:

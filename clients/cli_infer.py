@@ -159,12 +159,12 @@ def plan_outputs(inputs: list[Path], out: Path, recursive: bool) -> tuple[list[t
 
 
 async def _infer_all(settings: InferSettings, jobs: list[tuple[Path, Path]], report: InferReport) -> None:
-    progress = Progress(len(jobs), "infer")
     client = AsyncDenseClient(settings.urls, settings.model, settings.version, concurrency=settings.concurrency,
                               timeout_s=settings.timeout_s, retries=settings.retries, backoff_s=settings.backoff_s,
                               use_shm=settings.use_shm, max_side=settings.max_side, ssl=settings.ssl,
                               root_cert=settings.root_cert, client_cert=settings.client_cert,
                               client_key=settings.client_key, stats=report.stats)
+    progress = Progress(len(jobs), "infer")
     queue: asyncio.Queue = asyncio.Queue()
     for job in jobs:
         queue.put_nowait(job)
@@ -200,7 +200,7 @@ def _reason(path: Path, exc: BaseException) -> str:
 
 
 def run_infer(settings: InferSettings, report: Optional[InferReport] = None) -> InferReport:
-    """Run the whole batch; raises (InferenceError, ContractError) only when nothing can run.
+    """Run the whole batch; raises (InferenceError, ValueError) only when nothing can run.
 
     Pass `report` to watch it fill while the run goes (written, failed, stats.retries)."""
     jobs, unreadable = plan_outputs(settings.inputs, settings.out, settings.recursive)
@@ -217,8 +217,9 @@ def run_infer(settings: InferSettings, report: Optional[InferReport] = None) -> 
         return report
     try:
         asyncio.run(_infer_all(settings, jobs, report))
-    except (InferenceError, ContractError) as exc:
-        # Nothing could be sent: every input not yet accounted for fails with that reason.
+    except (InferenceError, ValueError) as exc:  # ContractError is a ValueError
+        # Nothing could be sent (no server, no such model, bad client settings): every input not
+        # yet accounted for fails with that reason.
         for path, _ in jobs:
             if str(path) not in report.written:
                 report.failed.setdefault(str(path), f"not processed: {exc}")

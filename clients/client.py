@@ -253,17 +253,9 @@ ATTEMPT_ERRORS = (InferenceServerException, SharedMemoryException)
 class Attempts:
     """The body of one call's retry loop, shared by DenseClient and AsyncDenseClient: which server
     to try next (round-robin), and what a failed try means (give up, or count a retry, forget the
-    server's shared-memory registrations, and wait). The clients only make the call and wait
-    (time.sleep or asyncio.sleep):
-
-        attempts = self._attempts(image)
-        while True:
-            url, grpc = attempts.next()
-            try:
-                return attempts.succeeded(fn(url, grpc))
-            except ATTEMPT_ERRORS as exc:
-                time.sleep(attempts.failed(exc))
-    """
+    server's shared-memory registrations, and wait). Each client's `_call` only makes the call and
+    waits the delay `failed` returns: DenseClient with time.sleep, AsyncDenseClient awaiting both
+    the call and asyncio.sleep."""
 
     def __init__(self, client: "ClientBase", grpc_clients: Sequence[Any], image: str, connecting: bool) -> None:
         if not grpc_clients:
@@ -495,9 +487,21 @@ class ClientBase:
             for u in self.urls:
                 sweep_dead_regions(self._make_sync_client, u, self.timeout_s)
 
-    def _model_missing(self, exc: InferenceError, served: Optional[list[str]]) -> ModelNotFoundError:
-        """`served`: the ready models, or None when the server would not list them (pixelport's
-        launcher keeps the repository index for holders of the admin key: `serving status` shows it)."""
+    def _model_missing(self, exc: InferenceError) -> Optional[ModelNotFoundError]:
+        """For a connect that failed because the server does not serve the model: that error,
+        listing the models the server does serve (a short blocking call, on an error path only);
+        None for any other failure."""
+        if isinstance(exc, ServerUnavailableError) or not is_model_missing(exc.server_message):
+            return None
+        try:
+            client = self._make_sync_client(exc.url)
+            try:
+                served: Optional[list[str]] = ready_models(
+                    client.get_model_repository_index(as_json=True, client_timeout=self.timeout_s))
+            finally:
+                client.close()
+        except InferenceServerException:  # pixelport's launcher keeps the index for admin-key holders
+            served = None
         version = f" version {self.version}" if self.version else ""
         listing = ("unknown (the server lists its models only to admins: see `python -m serving status`)"
                    if served is None else served or "none")
@@ -555,17 +559,11 @@ class DenseClient(ClientBase):
 
         try:
             config = self._call(fetch, "model config", connecting=True)
-        except ServerUnavailableError:
-            raise
         except InferenceError as exc:
-            if not is_model_missing(exc.server_message):
+            missing = self._model_missing(exc)
+            if missing is None:
                 raise
-            try:
-                client = self._clients[self.urls.index(exc.url)]
-                served = ready_models(client.get_model_repository_index(as_json=True, client_timeout=self.timeout_s))
-            except InferenceServerException:  # e.g. a server that keeps its index for admins
-                served = None
-            raise self._model_missing(exc, served) from exc
+            raise missing from exc
         contract = contract_from_config(config, self.model)
         log.info("connected to %s at %s: %s, %s, input %s, outputs %s, limit %dx%d", self.model,
                  ",".join(self.urls), contract.task, contract.resize, contract.input_dtype, contract.output_kind,

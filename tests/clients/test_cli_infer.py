@@ -114,6 +114,8 @@ def test_tls_flags(tmp_path, capsys):
         rc = main(["infer", "--url", server.address, "--client-cert", str(cert), "--model", "toy",
                    str(tmp_path / "a.png"), "--out", str(tmp_path / "o")])
         assert rc == 2 and "--client-key" in capsys.readouterr().err
+        (entry,) = json.loads((tmp_path / "o" / "failed.json").read_text())  # still accounted for
+        assert "not processed" in entry["error"] and "--client-key" in entry["error"]
     finally:
         server.stop()
 

@@ -393,3 +393,36 @@ def test_server_restart_mid_infer_loses_no_image(zoo_repository, server_settings
     assert report.failed == {} and report.stats.failures == 0
     assert len(report.written) == total and all((out / f"{i:03d}.png").exists() for i in range(total))
     assert json.loads((out / "failed.json").read_text()) == []
+
+
+@pytest.mark.slow
+def test_tls_against_a_real_triton(triton_server, zoo_repository, own_server, tmp_path):
+    """Triton serving gRPC over TLS (`serving start --ssl-cert/--ssl-key`) with a certificate made
+    here: the sync and asyncio clients and the infer CLI get what the plaintext server gives."""
+    from clientkit import self_signed
+    from clients.client import ServerUnavailableError
+
+    repository = tmp_path / "repo"
+    shutil.copytree(zoo_repository / "seg_unet", repository / "seg_unet")
+    key, cert = self_signed(tmp_path)
+    server = own_server(repository, ssl_cert=cert, ssl_key=key)
+    imgs = images()[:3]
+    with DenseClient(triton_server.grpc_url, "seg_unet") as plain:
+        want = plain.predict_batch(imgs)
+    with DenseClient(f"grpcs://{server.grpc_url}", "seg_unet", root_cert=str(cert)) as client:
+        for got, expected in zip(client.predict_batch(imgs), want):
+            assert_same(got, expected)
+
+    async def run():
+        async with AsyncDenseClient(server.grpc_url, "seg_unet", ssl=True, root_cert=str(cert)) as client:
+            return await client.predict(imgs[0])
+
+    assert_close(asyncio.run(run()), want[0])
+    with pytest.raises(ServerUnavailableError):  # plaintext to a TLS endpoint
+        DenseClient(server.grpc_url, "seg_unet", retries=0, timeout_s=10)
+    Image.fromarray(imgs[0]).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    result = run_cli("infer", "--url", server.grpc_url, "--ssl", "--root-cert", str(cert), "--model", "seg_unet",
+                     str(tmp_path / "a.png"), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert np.array_equal(cv2.imread(str(out / "a.png"), cv2.IMREAD_UNCHANGED), want[0].labels)

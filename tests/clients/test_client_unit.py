@@ -270,5 +270,8 @@ def test_a_missing_model_names_the_served_ones_where_the_server_lists_them(fake)
 
     for listing, shown in ((True, r"\['toy'\]"), (False, r"unknown \(the server lists its models only to admins")):
         server = fake(FakeTriton(toy_contract(), listing=listing))
-        with pytest.raises(ModelNotFoundError, match=rf"'tyo': not served at {server.address}; served and ready: {shown}"):
+        needle = rf"'tyo': not served at {server.address}; served and ready: {shown}"
+        with pytest.raises(ModelNotFoundError, match=needle):
             DenseClient(server.address, "tyo", retries=3, backoff_s=0.001)
+        with pytest.raises(ModelNotFoundError, match=needle):
+            asyncio.run(AsyncDenseClient(server.address, "tyo", retries=3, backoff_s=0.001).connect())
