@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--gpu", action="store_true", help="KIND_GPU + ONNX Runtime TensorRT accelerator")
     pub.add_argument("--tensorrt", action="store_true", help="build a TensorRT plan (needs tensorrt)")
     pub.add_argument("--report", help="write the parity report (JSON) here, whether the gate passes or not")
+    pub.add_argument("--allow-degenerate", action="store_true",
+                     help="publish even when the PyTorch reference output is near-zero or near-constant at "
+                          "every gate shape (matching it proves little; by default the gate fails)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging; tracebacks on errors")
     return p
 
@@ -143,6 +146,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.verbose:
             raise
         print(f"export: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # whatever the user's model does: one line, never a traceback without -v
+        if args.verbose:
+            raise
+        first = str(exc).strip().splitlines()
+        print(f"export: error: unexpected {type(exc).__name__}: {first[0] if first else ''} "
+              "(run with -v for the traceback)", file=sys.stderr)
         return 2
     print(result.summary())
     print(json.dumps({"model_dir": str(result.model_dir), "version": result.version,

@@ -7,7 +7,10 @@ Traces with batch 2: a batch-1 sample makes torch.export specialise the batch di
 
 from __future__ import annotations
 
+import contextlib
+import linecache
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Optional
@@ -44,7 +47,8 @@ def probe_input(batch: int, hw: tuple[int, int], seed: int = 0) -> torch.Tensor:
 
 
 def _dynamic_shapes(contract: ModelContract, profile: Profile) -> tuple[dict[int, Dim], ...]:
-    batch = Dim("batch", min=1, max=max(TRACE_BATCH, profile.max_batch))
+    # max >= 3: a range of [1, 2] traced at 2 collapses to the constant 2 (sizes 0 and 1 are specialised)
+    batch = Dim("batch", min=1, max=max(TRACE_BATCH + 1, profile.max_batch))
     dims = {0: batch}
     if not profile.static:
         # No upper bound: the graph stays valid past the profile; the gate checks the profile.
@@ -52,6 +56,69 @@ def _dynamic_shapes(contract: ModelContract, profile: Profile) -> tuple[dict[int
         w = Dim("width", min=max(2, profile.min_hw[1]))
         dims.update(dict(zip(contract.hw_axes, (h, w))))
     return (dims,)
+
+
+class _GuardLog(logging.Handler):
+    """Collects torch's "[guard added]" records (the condition and the user's source line) and the
+    symbols it creates for the input sizes, while torch.export traces."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.guards: list[str] = []
+        self.symbols: dict[str, int] = {}  # symbol -> input axis
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if "[guard added]" in msg:
+            self.guards.append(msg)
+        elif (m := re.match(r"create_symbol (\w+) = \d+ for L\['\w+'\]\.size\(\)\[(\d+)\]", msg)):
+            self.symbols[m.group(1)] = int(m.group(2))
+
+
+@contextlib.contextmanager
+def _guard_log() -> Iterator[_GuardLog]:
+    logger = logging.getLogger("torch.fx.experimental.symbolic_shapes")
+    handler = _GuardLog()
+    saved = (logger.handlers, logger.level, logger.propagate)
+    logger.handlers, logger.propagate = [handler], False  # collect quietly; torch's own handler would print
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.handlers, logger.propagate = saved[0], saved[2]
+        logger.setLevel(saved[1])
+
+
+def _describe_guard(text: str, names: dict[str, str]) -> Optional[str]:
+    """'width > 100 at user_models.py:65 in forward: `if x.shape[-1] > 100:`' from a guard record."""
+    m = re.match(r"eval (.+?) \[guard added\](?: at)? \(?([^()\s]+):(\d+) in (\w+)", text)
+    if not m:
+        return None
+    expr, file, line, func = m.groups()
+    syms = set(re.findall(r"\bs\d+\b", expr))
+    if not syms & set(names):
+        return None  # a guard on internal sizes only
+    for sym, name in names.items():
+        expr = re.sub(rf"\b{sym}\b", name, expr)
+    source = linecache.getline(file, int(line)).strip() or linecache.getline(str(Path.cwd() / file), int(line)).strip()
+    return f"{expr} at {file}:{line} in {func}" + (f": `{source}`" if source else "")
+
+
+def size_guards(served: torch.nn.Module, contract: ModelContract, profile: Profile,
+                limit: int = 3) -> list[str]:
+    """Why torch.export cannot keep H/W symbolic: the guards the model's code puts on the input
+    size, each with its source line (empty when torch.export keeps the sizes dynamic)."""
+    sample = sample_input(contract, TRACE_BATCH, profile.opt_hw)
+    with _guard_log() as found, ExactPooling(), torch.no_grad():
+        try:
+            torch.export.export(served, (sample,), dynamic_shapes=_dynamic_shapes(contract, profile), strict=False)
+        except Exception as exc:  # a constraint violation is what we are looking for; others say little
+            log.debug("torch.export failed while looking for size guards: %s", _root_cause(exc))
+    axis_names = {contract.hw_axes[0]: "height", contract.hw_axes[1]: "width", 0: "batch"}
+    names = {sym: axis_names[axis] for sym, axis in found.symbols.items() if axis in axis_names}
+    described = [d for d in (_describe_guard(g, names) for g in found.guards) if d]
+    hw = [d for d in described if "height" in d or "width" in d]
+    return list(dict.fromkeys(hw))[:limit]
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -90,6 +157,17 @@ def export_onnx(served: torch.nn.Module, contract: ModelContract, profile: Profi
 
 def _opset_of(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def pin_input_hw(path: Path, contract: ModelContract, hw: tuple[int, int]) -> None:
+    """Fix the input's H/W dims of an exported graph to `hw` (the batch stays dynamic): the graph a
+    letterbox model is served with when only its traced size is right."""
+    model = onnx.load(str(path))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    for axis, size in zip(contract.hw_axes, hw):
+        dims[axis].Clear()
+        dims[axis].dim_value = int(size)
+    save_model(model, path)
 
 
 def save_model(model: onnx.ModelProto, path: Path) -> None:

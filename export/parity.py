@@ -1,10 +1,13 @@
 """The parity gate: ONNX Runtime against PyTorch (eval mode) on several batch sizes and H/W.
 
 Shapes: the traced size, sizes the strides and pooling bins do not divide (97x131, 250x333), a
-tall non-square one, and the profile's min and max; batch 1 and the max batch (capped at 4).
+tall non-square one, and the profile's min and max; batch 1 and the max batch (capped at 4). A
+fixed-size graph is checked at its size, at batch 1 and the full max batch.
 Raw outputs must satisfy |ort - torch| <= atol + rtol*|torch|; label outputs must agree on
->= 99.9 % of pixels (fp32). A failure raises ParityError naming the shape, the worst output and,
-where it can, the first diverging module.
+>= 99.9 % of pixels (fp32); every output must come out at the input size. The PyTorch model
+failing at a shape is a finding, not a crash. A reference that is near-zero or near-constant
+everywhere proves nothing, and fails unless allowed. A failure raises ParityError naming the
+shape, the worst output and, where it can, the first diverging module.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from .settings import HW, Profile
 
 log = logging.getLogger(__name__)
 MAX_PARITY_BATCH = 4
+# A reference output is degenerate when its magnitude or its spread is below these (fp32 noise).
+NEAR_ZERO = 1e-6
+NEAR_CONSTANT = 1e-6  # spread relative to the magnitude
 GATE_SHAPES: tuple[HW, ...] = ((97, 131), (250, 333), (161, 67))  # odd, non-square, tall
 
 
@@ -76,7 +82,7 @@ class CaseResult:
     batch: int
     hw: HW
     outputs: list[OutputCheck] = field(default_factory=list)
-    error: Optional[str] = None  # onnxruntime failed to run this shape
+    error: Optional[str] = None  # PyTorch or onnxruntime failed at this shape, or an output size is wrong
 
     @property
     def passed(self) -> bool:
@@ -95,10 +101,17 @@ class ParityReport:
     seconds: float = 0.0
     divergence: Optional[str] = None
     metric: Optional[dict[str, Any]] = None  # the end-to-end metric on sample images (vs the baseline)
+    degenerate: Optional[str] = None  # why the reference output proves nothing (near-zero/constant)
+    allow_degenerate: bool = False
+    fallback: Optional[str] = None  # why a fixed-size graph replaced the dynamic one (letterbox mode)
+
+    @property
+    def cases_passed(self) -> bool:
+        return bool(self.cases) and all(c.passed for c in self.cases)
 
     @property
     def passed(self) -> bool:
-        return bool(self.cases) and all(c.passed for c in self.cases)
+        return self.cases_passed and (self.degenerate is None or self.allow_degenerate)
 
     @property
     def shapes(self) -> list[HW]:
@@ -117,6 +130,10 @@ class ParityReport:
             parts.append(f"worst max abs err {err:.2g}")
         if (agree := self.worst("labels", "agreement")) is not None:
             parts.append(f"min label agreement {100 * agree:.3f}%")
+        if self.degenerate:
+            parts.append(f"degenerate reference ({self.degenerate})")
+        if self.fallback:
+            parts.append("fixed-size graph")
         if self.metric:
             m = self.metric
             parts.append(f"{m['metric']} {m['candidate']} vs {m['baseline']}: {m['change']:+.4f} "
@@ -144,6 +161,8 @@ def gate_shapes(profile: Profile) -> list[HW]:
 
 
 def gate_cases(profile: Profile) -> list[tuple[int, HW]]:
+    if profile.static:  # the only shapes the contract can produce: HxW at batch 1 and the max batch
+        return [(b, profile.opt_hw) for b in sorted({1, profile.max_batch})]
     batches = sorted({1, min(profile.max_batch, MAX_PARITY_BATCH)})
     # The largest batch at the profile maximum costs the most and checks nothing new
     # (unless the maximum is the traced shape, as in a static graph).
@@ -194,7 +213,9 @@ def check_graph_io(model_path: Path, contract: ModelContract) -> Optional[str]:
 
 
 def _session(model_path: Path) -> ort.InferenceSession:
-    return ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # a shape that fails is a finding in the report, not an error log line
+    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
 
 def run_gate(reference: torch.nn.Module, model_path: Path, contract: ModelContract, profile: Profile,
@@ -206,26 +227,90 @@ def run_gate(reference: torch.nn.Module, model_path: Path, contract: ModelContra
     session = _session(model_path)
     names = [o.name for o in session.get_outputs()]
     reference.eval()
+    spread = _Spread()
     for i, (batch, hw) in enumerate(gate_cases(profile)):
         x = sample_input(contract, batch, hw, seed=1000 + i)
         case = CaseResult(batch, hw)
+        report.cases.append(case)
+        try:
+            with torch.no_grad():
+                ref = [t.numpy() for t in reference(x)]
+        except Exception as exc:  # the user's model at a size it cannot take: a finding, not a crash
+            case.error = f"the PyTorch model itself fails at {hw[0]}x{hw[1]}: {_first_line(exc)}"
+            continue
+        spread.update(ref[0])
+        case.error = _size_error(names, ref, hw)
+        if case.error:
+            continue
         try:
             got = session.run(names, {INPUT_NAME: x.numpy()})
         except Exception as exc:  # onnxruntime's shape/kernel failures at this size
-            case.error = f"onnxruntime failed: {str(exc).strip().splitlines()[0]}"
-            report.cases.append(case)
+            case.error = f"onnxruntime failed: {_first_line(exc)}"
             continue
-        with torch.no_grad():
-            ref = [t.numpy() for t in reference(x)]
         case.outputs = [compare_output(n, g, r, tolerance) for n, g, r in zip(names, got, ref)]
-        report.cases.append(case)
         log.debug("parity %s: %s", case.label, "ok" if case.passed else "FAILED")
+    report.degenerate = spread.degenerate()
     report.seconds = time.perf_counter() - start
     return report
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+
+
+def _size_error(names: list[str], ref: list[np.ndarray], hw: HW) -> Optional[str]:
+    """Every served output is at the input resolution (the contract's promise), at every shape."""
+    for name, out in zip(names, ref):
+        if tuple(out.shape[-2:]) != tuple(hw):
+            return (f"output {name!r} is {out.shape[-2]}x{out.shape[-1]} for a {hw[0]}x{hw[1]} input (the contract "
+                    "promises the input size): the model crops or rounds sizes it cannot divide; serve it at sizes "
+                    "it divides (--resize stride:N with its patch size or stride, or letterbox:HxW)")
+    return None
+
+
+class _Spread:
+    """Magnitude, range and label set of the reference's primary output over every gate case."""
+
+    def __init__(self) -> None:
+        self.lo, self.hi, self.peak = np.inf, -np.inf, 0.0
+        self.labels: set[int] = set()
+        self.integer = False
+
+    def update(self, out: np.ndarray) -> None:
+        if out.size == 0:
+            return
+        if np.issubdtype(out.dtype, np.integer):
+            self.integer = True
+            self.labels.update(np.unique(out).tolist()[:2])
+            return
+        finite = out[np.isfinite(out)].astype(np.float64)
+        if finite.size:
+            self.lo, self.hi = min(self.lo, finite.min()), max(self.hi, finite.max())
+            self.peak = max(self.peak, float(np.abs(finite).max()))
+
+    def degenerate(self) -> Optional[str]:
+        if self.integer:
+            if len(self.labels) == 1:
+                return f"every pixel is class {next(iter(self.labels))} at every gate shape"
+            return None
+        if self.hi < self.lo:
+            return None  # no output seen (every case failed): the failures say it
+        if self.peak < NEAR_ZERO:
+            return f"the output is near zero everywhere (max |value| {self.peak:.3g})"
+        if self.hi - self.lo <= NEAR_CONSTANT * self.peak:
+            return f"the output is near-constant ({self.lo:.6g} .. {self.hi:.6g})"
+        return None
+
+
 def failure_message(report: ParityReport) -> str:
     bad = [c for c in report.cases if not c.passed]
+    if not bad:
+        if report.degenerate and not report.allow_degenerate:
+            return (f"parity gate failed ({report.precision}): the PyTorch reference is degenerate: "
+                    f"{report.degenerate}, so matching it proves nothing; check the weights (untrained or not "
+                    "loaded?) or pass --allow-degenerate; nothing was published")
+        return f"parity gate failed ({report.precision}): no case ran; nothing was published"
     first = bad[0]
     if first.error:
         what = first.error
@@ -246,8 +331,10 @@ def enforce(report: ParityReport) -> None:
 
 
 def first_failing_input(report: ParityReport, contract: ModelContract) -> Optional[torch.Tensor]:
-    """The input of the first failed case, regenerated from its seed (for the divergence probe)."""
+    """The input of the first case whose outputs differ, regenerated from its seed (for the
+    divergence probe); None when no case got as far as comparing (PyTorch itself failed, or the
+    output size was wrong: no module comparison can explain those)."""
     for i, case in enumerate(report.cases):
-        if not case.passed:
+        if not case.passed and case.outputs:
             return sample_input(contract, case.batch, case.hw, seed=1000 + i)
     return None

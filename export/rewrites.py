@@ -101,17 +101,46 @@ def _replace(module: nn.Module, counts: Counter) -> None:
             _replace(child, counts)
 
 
-def rewrite_modules(model: nn.Module) -> tuple[nn.Module, dict[str, int]]:
-    """A rewritten deep copy (the caller's model stays the untouched reference) and what changed."""
+def rewrite_modules(model: nn.Module, probe: Optional[torch.Tensor] = None) -> tuple[nn.Module, dict[str, int]]:
+    """A rewritten deep copy (the caller's model stays the untouched reference) and what changed.
+
+    With a `probe` input, a pooling swap counts only if the forward actually calls the new module: a
+    model that keeps its layers in a plain Python list as well (HF UperNet) still calls the old ones,
+    which the export-time functional rewrite (`ExactPooling`) then covers."""
     try:
         clone = copy.deepcopy(model)
     except Exception as exc:  # user modules holding locks, files, ...
         raise ExportError(f"cannot copy the model to rewrite it for export: {exc}") from exc
     counts: Counter = Counter()
     _replace(clone, counts)
+    pooling = "AdaptiveAvgPool2d -> exact pooling matrices"
+    if probe is not None and counts[pooling]:
+        used = _called(clone, ExactAdaptiveAvgPool2d, probe)
+        if used is not None and used < counts[pooling]:
+            log.info("%d of the swapped AdaptiveAvgPool2d modules are not called through the module tree "
+                     "(e.g. held in a plain list); the export-time functional rewrite covers them",
+                     counts[pooling] - used)
+            counts[pooling] = used
     for what, n in counts.items():
-        log.info("rewrote %d x %s", n, what)
-    return clone.eval(), dict(counts)
+        if n:
+            log.info("rewrote %d x %s", n, what)
+    return clone.eval(), {k: v for k, v in counts.items() if v}
+
+
+def _called(model: nn.Module, kind: type, probe: torch.Tensor) -> Optional[int]:
+    """How many modules of `kind` one forward on `probe` calls (None if the forward fails)."""
+    seen: set[int] = set()
+    handles = [m.register_forward_hook(lambda mod, *_: seen.add(id(mod))) for m in model.modules()
+               if isinstance(m, kind)]
+    try:
+        with torch.no_grad():
+            model.eval()(probe)
+    except Exception:  # the probe is best effort: the gate runs the model properly later
+        return None
+    finally:
+        for h in handles:
+            h.remove()
+    return len(seen)
 
 
 _POOL_OPS = (

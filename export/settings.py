@@ -71,7 +71,8 @@ class ExportSettings:
     tensorrt: bool = False  # build a TensorRT plan (needs the tensorrt package)
     instances: int = 1
     dynamic_batching: bool = True
-    report: Optional[str] = None  # also write the parity report here (JSON)
+    report: Optional[str] = None  # also write the parity report here (JSON), pass or fail
+    allow_degenerate: bool = False  # publish even if the reference output is near-zero/near-constant
 
     def __post_init__(self) -> None:
         # settings carry the contract's dtype name; the CLI's "float" is an alias of "float32"
@@ -162,7 +163,7 @@ class Profile:
     def for_contract(cls, contract: ModelContract, settings: ExportSettings) -> "Profile":
         opt = contract.warmup_hw()
         if settings.static:
-            return cls(opt, opt, opt, settings.max_batch, static=True)
+            return cls.fixed(opt, settings.max_batch)
         lo = settings.min_size or (min(32, opt[0]), min(32, opt[1]))
         # 384 keeps the gate's 250x333 inside the range for small letterbox sizes.
         hi = settings.max_size or (max(2 * opt[0], 384), max(2 * opt[1], 384))
@@ -170,6 +171,11 @@ class Profile:
             raise ExportError(f"the profile must satisfy min <= opt <= max; got min {lo}, opt {opt}, max {hi} "
                               "(check --min-size / --max-size against --resize)")
         return cls(tuple(lo), tuple(opt), tuple(hi), settings.max_batch)
+
+    @classmethod
+    def fixed(cls, hw: HW, max_batch: int) -> "Profile":
+        """A fixed-H/W graph with a dynamic batch (--static, or letterbox mode's fallback)."""
+        return cls(tuple(hw), tuple(hw), tuple(hw), max_batch, static=True)
 
     def contains(self, hw: HW) -> bool:
         return self.min_hw[0] <= hw[0] <= self.max_hw[0] and self.min_hw[1] <= hw[1] <= self.max_hw[1]

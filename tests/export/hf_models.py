@@ -22,7 +22,7 @@ def _non_degenerate(model: nn.Module, std: float = 0.2, seed: int = SEED) -> nn.
         for name, p in model.named_parameters():
             if p.ndim >= 2:
                 fan_in = p[0].numel()
-                p.copy_(torch.randn(p.shape, generator=g) * max(std, 1.0 / fan_in ** 0.5))
+                p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)  # O(1) activations
             elif "norm" in name.lower() or "bn" in name.lower() or "layernorm" in name.lower():
                 if name.endswith("weight"):
                     p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
 from clients.contract import ModelContract, Resize
 from export.accuracy import calibration_batches, compare_on_samples, load_samples
@@ -40,3 +41,44 @@ def test_a_dataset_root_gives_ground_truth(tmp_path):
     seg = load_samples(str(root), "segmentation", limit=3)
     result = compare_on_samples(_labels_from_red, _labels_from_red, CONTRACT, seg, ("pytorch", "fp32"))
     assert result["reference"] == "ground truth" and result["images"] == 3 and result["drop"] == 0.0
+
+
+def _red_samples(n: int = 3) -> list:
+    """Images whose labels follow from their red channel (so a runner can be perfect), with that
+    ground truth at the image's own size."""
+    from export.accuracy import Sample
+
+    rng = np.random.default_rng(1)
+    out = []
+    for i in range(n):
+        small = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)
+        image = cv2.resize(small, (50 + 7 * i, 40), interpolation=cv2.INTER_NEAREST)  # flat blocks
+        out.append(Sample(str(i), image, (image[..., 0] // 86).astype(np.uint8)))
+    return out
+
+
+def test_a_worse_candidate_loses_against_ground_truth():
+    samples = _red_samples()
+    worse = compare_on_samples(_labels_from_red, _shifted, CONTRACT, samples, ("fp32", "int8"))
+    assert worse["reference"] == "ground truth" and worse["images"] == 3
+    assert worse["fp32"] > 0.8 and worse["int8"] < 0.3  # the candidate's own predictions are scored (edges blur)
+    assert worse["drop"] == pytest.approx(worse["fp32"] - worse["int8"]) and worse["drop"] > 0.5
+    better = compare_on_samples(_shifted, _labels_from_red, CONTRACT, samples, ("fp32", "int8"))
+    assert better["drop"] < -0.5  # improvements are negative drops, never refused
+
+
+def test_lower_is_better_metrics_count_a_worse_candidate_as_a_drop():
+    depth = ModelContract(name="d", task="depth", resize=Resize("letterbox", 32, 32), output_kind="depth")
+    samples = _red_samples()
+    for s in samples:
+        s.target = 1.0 + s.image[..., 1].astype(np.float32) / 64.0  # metres, from the green channel
+
+    def exact(batch):
+        return {"depth": 1.0 + batch[..., 1].astype(np.float32) / 64.0}
+
+    def too_far(batch):
+        return {"depth": 1.5 * exact(batch)["depth"]}
+
+    worse = compare_on_samples(exact, too_far, depth, samples, ("fp32", "fp16"))
+    assert worse["metric"] == "abs_rel" and worse["reference"] == "ground truth"
+    assert worse["fp32"] < 0.05 and worse["fp16"] > 0.4 and worse["drop"] > 0.35

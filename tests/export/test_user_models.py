@@ -51,18 +51,41 @@ def test_pool_net_with_sync_bn_and_adaptive_pooling_exports_dynamic_and_matches(
 
 
 @pytest.mark.slow
-def test_a_model_that_bakes_in_the_traced_size_is_caught_and_not_published(tmp_path, capsys):
-    repo = tmp_path / "repo"
+def test_letterbox_mode_falls_back_to_a_fixed_size_graph_when_the_dynamic_one_fails(tmp_path, capsys, caplog):
+    repo, report = tmp_path / "repo", tmp_path / "parity.json"
+    caplog.set_level("INFO", logger="export.api")
     code = main(["--name", "broken", "--repository", str(repo), "--module", f"{USER_MODELS}:BrokenNet",
-                 "--num-classes", "3", "--resize", "letterbox:64x64"])
+                 "--num-classes", "3", "--resize", "letterbox:64x64", "--max-batch", "4", "--report", str(report)])
+    assert code == 0, capsys.readouterr().err
+    lines = [r.getMessage() for r in caplog.records if "dynamic-size graph failed" in r.getMessage()]
+    assert len(lines) == 1, "one log line says why"
+    # the dynamic graph's failure is still found and located, then replaced by a 64x64 graph
+    assert "at batch 1 at 97x131" in lines[0] and "first diverging module: head (SizeDependentHead)" in lines[0]
+    assert "a fixed-size graph with a dynamic batch replaces it, gated at batch 1 and 4" in lines[0]
+    data = json.loads(report.read_text())
+    assert data["passed"] and "97x131" in data["fallback"]
+    assert sorted((c["batch"], tuple(c["hw"])) for c in data["cases"]) == [(1, (64, 64)), (4, (64, 64))]
+    graph = onnx.load(str(repo / "broken" / "1" / ONNX_FILE)).graph
+    assert [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim] == ["batch", 64, 64, 3]
+    assert list(parse_config(repo / "broken" / CONFIG_FILE).input[0].dims) == [64, 64, 3]
+    assert assert_repository_consistent(repo) == [("broken", 1)]
+
+
+@pytest.mark.slow
+def test_stride_mode_refuses_a_model_that_bakes_in_its_size_naming_the_guard_and_line(tmp_path, capsys):
+    repo, report = tmp_path / "repo", tmp_path / "parity.json"
+    code = main(["--name", "broken", "--repository", str(repo), "--module", f"{USER_MODELS}:BrokenNet",
+                 "--num-classes", "3", "--resize", "stride:32", "--report", str(report)])
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert code == 1
-    assert err.startswith("export: error: parity gate failed (fp32) at batch 1 at 97x131")
-    assert "output 'labels' agrees on" in err
-    assert "first diverging module: head (SizeDependentHead)" in err
+    assert code == 1, err
+    assert err.startswith("export: error: stride mode serves any size, but the model's code fixes its input size: "
+                          "torch.export guard width > 100 at ")
+    assert "user_models.py:" in err and "in forward: `if x.shape[-1] > 100:" in err
     assert err.endswith("nothing was published")
     assert not (repo / "broken").exists() and assert_repository_consistent(repo) == []
-    assert [p.name for p in tmp_path.iterdir()] == ["repo"], "no staging leftovers beside the repository"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["parity.json", "repo"], "no staging leftovers"
+    data = json.loads(report.read_text())
+    assert data["passed"] is False and "torch.export guard width > 100" in data["error"]
 
 
 @pytest.mark.slow
