@@ -222,8 +222,9 @@ class Retrier:
         # With several servers, fail over to each of the others at once; then back off.
         delay = 0.0 if self.attempt + 1 < self.servers else self.policy.delay(self.attempt + 1 - self.servers)
         self.attempt += 1
-        log.warning("model %r, %s: %s at %s; retry %d/%d in %.2f s", self.model, self.image,
-                    status or "error", url, self.attempt, self.policy.retries, delay)
+        log.warning("model %r, %s: %s (%s) at %s; retry %d/%d in %.2f s", self.model, self.image,
+                    status or "error", message.splitlines()[0][:160] if message else "", url, self.attempt,
+                    self.policy.retries, delay)
         return delay
 
 

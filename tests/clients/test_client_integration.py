@@ -426,3 +426,35 @@ def test_tls_against_a_real_triton(triton_server, zoo_repository, own_server, tm
                      str(tmp_path / "a.png"), "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert np.array_equal(cv2.imread(str(out / "a.png"), cv2.IMREAD_UNCHANGED), want[0].labels)
+
+
+def test_a_full_queue_is_retried_not_a_hang(own_server, tmp_path, monkeypatch, caplog):
+    """A slow model (every execution ~0.4 s or more) with max_queue_size 1: a burst of 8 sent at
+    once finds one request running and one queued, so Triton turns the rest away ("Exceeds maximum
+    queue size", UNAVAILABLE) by construction; the client retries them and every image gets its
+    own answer, well within a deadline."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "serving"))
+    import serving_toys as toys
+    from slow_toy import slow_segmentation_onnx
+
+    repository = tmp_path / "repo"
+    toys.publish(repository, toys.segmentation_contract("seg_busy", max_batch_size=2, max_queue_size=1),
+                 slow_segmentation_onnx(seed=0), version=1)
+    server = own_server(repository)
+    imgs = images([(20 + i, 30 - i) for i in range(8)], seed=7)
+
+    async def burst():
+        async with AsyncDenseClient(server.grpc_url, "seg_busy", concurrency=8, retries=60, backoff_s=0.05,
+                                    max_backoff_s=1.0) as client:
+            assert client.contract.max_queue_size == 1
+            preds = await asyncio.wait_for(client.predict_many(imgs), timeout=240)
+            return preds, client.stats
+
+    with caplog.at_level("WARNING", logger="clients.client"):
+        preds, stats = asyncio.run(burst())
+    assert stats.retries >= 1 and stats.failures == 0
+    assert any("Exceeds maximum queue size" in r.getMessage() for r in caplog.records)  # turned away, retried
+    with DenseClient(server.grpc_url, "seg_busy") as client:  # one at a time: never turned away
+        for img, pred in zip(imgs, preds):
+            assert_close(pred, client.predict(img))
+        assert client.stats.retries == 0
