@@ -242,6 +242,18 @@ def resize_map(values: np.ndarray, out_hw: HW) -> np.ndarray:
     return done[1]
 
 
+def argmax_channels(values: np.ndarray) -> np.ndarray:
+    """(C, h, w) -> (h, w) index of the largest channel, the first on ties: np.argmax(axis=0),
+    in C contiguous passes (numpy's strided reduction over axis 0 is several times slower)."""
+    best = values[0].copy()
+    index = np.zeros(values.shape[1:], np.intp)
+    for c in range(1, values.shape[0]):
+        better = values[c] > best
+        index[better] = c
+        np.maximum(best, values[c], out=best)
+    return index
+
+
 def softmax(values: np.ndarray) -> np.ndarray:
     """Softmax over the channel axis of (C, h, w) float32."""
     e = np.exp(values - values.max(axis=0, keepdims=True))
@@ -254,14 +266,19 @@ class _Stream:
     rows, and returns rows (averaged by the count) once no later tile reaches them."""
 
     def __init__(self, image: np.ndarray, window: SlideWindow, channels: int, scale: float, flip: bool,
-                 out_hw: HW) -> None:
+                 out_hw: HW, max_tiles: int) -> None:
         self.image, self.scale, self.flip = image, scale, flip
         self.boxes = tile_boxes(image.shape[:2], window.crop, window.stride)
         self.tile_hw = (self.boxes[0][1] - self.boxes[0][0], self.boxes[0][3] - self.boxes[0][2])
         self.sent = self.added = 0
-        self.band_y0 = 0
-        self.sum = np.zeros((channels, 0, image.shape[1]), np.float32)  # mmseg's preds, rows [band_y0, ...)
-        self.count = np.zeros((0, image.shape[1]), np.float32)  # mmseg's count_mat
+        self.band_y0 = 0  # image row of the band's first row
+        self.used = 0  # band rows in use; rows past them are zero
+        # A request of max_tiles tiles reaches at most this far below the first unfinished row;
+        # _hold grows the band (doubling) should that ever fall short.
+        w_grids = grid_count(image.shape[1], window.crop[1], window.stride[1])
+        rows = min(image.shape[0], self.tile_hw[0] + window.stride[0] * -(-max_tiles // w_grids))
+        self.sum = np.zeros((channels, rows, image.shape[1]), np.float32)  # mmseg's preds, from band_y0
+        self.count = np.zeros((rows, image.shape[1]), np.float32)  # mmseg's count_mat
         self.resizer = RowResizer(image.shape[:2], out_hw)
 
     @property
@@ -278,11 +295,8 @@ class _Stream:
         """Sum (N, C, h, w) tile values in; -> (first original row, values there) when rows finish."""
         assert list(boxes) == self.boxes[self.added:self.added + len(boxes)], "tiles must come back in order"
         for (y1, y2, x1, x2), v in zip(boxes, values):
-            grow = y2 - self.band_y0 - self.count.shape[0]
-            if grow > 0:
-                self.sum = np.concatenate([self.sum, np.zeros((self.sum.shape[0], grow, self.sum.shape[2]), np.float32)], 1)
-                self.count = np.concatenate([self.count, np.zeros((grow, self.count.shape[1]), np.float32)])
             r1, r2 = y1 - self.band_y0, y2 - self.band_y0
+            self._hold(r2)
             self.sum[:, r1:r2, x1:x2] += v
             self.count[r1:r2, x1:x2] += 1
         self.added += len(boxes)
@@ -293,10 +307,24 @@ class _Stream:
         assert (self.count[:k] > 0).all(), "every pixel is covered by a tile"
         mean = self.sum[:, :k] / self.count[:k]
         y0, self.band_y0 = self.band_y0, done
-        self.sum, self.count = self.sum[:, k:], self.count[k:]
+        rest, self.used = self.used - k, self.used - k  # shift the unfinished rows up, zero the rest
+        self.sum[:, :rest], self.count[:rest] = self.sum[:, k:k + rest], self.count[k:k + rest]
+        self.sum[:, rest:rest + k], self.count[rest:rest + k] = 0, 0
         if self.flip:
             mean = mean[..., ::-1]  # back to the original orientation, as mmseg's postprocess
         return self.resizer.feed(y0, mean)
+
+
+    def _hold(self, rows: int) -> None:
+        """Make the band hold `rows` rows (new ones zero), doubling its capacity when needed."""
+        if rows > self.sum.shape[1]:
+            cap = max(rows, 2 * self.sum.shape[1])
+            grown = np.zeros((self.sum.shape[0], cap, self.sum.shape[2]), np.float32)
+            grown[:, :self.used] = self.sum[:, :self.used]
+            counts = np.zeros((cap, self.count.shape[1]), np.float32)
+            counts[:self.used] = self.count[:self.used]
+            self.sum, self.count = grown, counts
+        self.used = max(self.used, rows)
 
 
 class _Merge:
@@ -370,7 +398,8 @@ class SlideJob:
             if min(hw) < 1:
                 raise ValueError(f"scale {scale} shrinks the {self.hw[0]}x{self.hw[1]} image to nothing")
             scaled = resize_image(image, hw)
-            self.streams.append(_Stream(scaled[:, ::-1] if flip else scaled, window, channels, scale, flip, self.hw))
+            self.streams.append(_Stream(scaled[:, ::-1] if flip else scaled, window, channels, scale, flip, self.hw,
+                                        self.max_tiles))
             network_hw(self.streams[-1].tile_hw, contract)  # fail before any request
         self.merge = _Merge(len(self.streams), contract.task == "segmentation")
         dtype = contract.label_dtype if contract.task == "segmentation" else np.float32
@@ -397,7 +426,7 @@ class SlideJob:
         if rows is not None:
             y0, band = rows
             if self.contract.task == "segmentation":
-                self.out[y0:y0 + band.shape[1]] = band.argmax(axis=0)  # (C, n, W) -> (n, W)
+                self.out[y0:y0 + band.shape[1]] = argmax_channels(band)  # (C, n, W) -> (n, W)
             else:
                 self.out[y0:y0 + band.shape[1]] = band[0]
             self.rows_done = y0 + band.shape[1]
