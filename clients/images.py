@@ -89,7 +89,7 @@ def _settle(caught: list, name: str) -> None:
             raise ImageError(f"{name}: too large: above the image library's decompression-bomb threshold "
                              f"({w.message}); downscale it first")
     for w in caught:
-        if "PIL" in Path(w.filename).parts:
+        if "PIL" in Path(w.filename).parts or w.filename == __file__:  # PIL's, or PIL's blaming its caller
             log.warning("%s: %s", name, w.message)
         else:  # another thread's warning, caught while the lock was held: hand it back
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
