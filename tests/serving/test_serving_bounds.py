@@ -48,16 +48,21 @@ def test_limits_name_the_parameter(runtime_model):
         runtime_model.Limits({"pixelport.max_size": "64x"})
 
 
-def stub_pid(state_dir: Path, model: str) -> int:
-    """The python-backend stub serving `model` (its argv names the model's runtime directory)."""
+def stub_pid(server, model: str) -> int:
+    """The python-backend stub serving `model`: a live child of the server whose argv names the model's
+    runtime directory (the newest, should a reload elsewhere be replacing one)."""
+    found = []
     for entry in Path("/proc").iterdir():
         try:
             argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
         except OSError:
             continue
-        if argv[0].endswith(STUB_NAME) and argv[0].startswith(str(state_dir)) and f"/{model}/" in " ".join(argv):
-            return int(entry.name)
-    raise AssertionError(f"no python-backend stub for {model} under {state_dir}")
+        if (argv[0].endswith(STUB_NAME) and fields[0] not in "ZX" and int(fields[1]) == server.pid
+                and f"/{model}/" in " ".join(argv)):
+            found.append((int(fields[19]), int(entry.name)))  # (start time, pid)
+    assert found, f"no python-backend stub for {model} under Triton pid {server.pid}"
+    return max(found)[1]
 
 
 def memory_kb(pid: int) -> dict[str, int]:
@@ -93,7 +98,7 @@ def refuse_huge(server, repository: Path) -> tuple[InferenceServerException, flo
     huge = np.zeros((1, 8000, 8000, 3), np.uint8)  # 192 MB, far over seg's 256x256 limit
     with server.client() as client, in_shared_memory(client, huge) as inputs:
         client.infer("seg", infer_input(image(1)))  # warm: the stub has run once
-        pid = stub_pid(server.state_dir, "seg")
+        pid = stub_pid(server, "seg")
         before = memory_kb(pid)
         with pytest.raises(InferenceServerException):
             client.infer("seg", inputs)
