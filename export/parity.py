@@ -28,6 +28,7 @@ from clients.contract import INPUT_NAME, ModelContract
 from .errors import ParityError
 from .onnx_export import sample_input
 from .settings import HW, Profile
+from .wrapper import primary_output
 
 log = logging.getLogger(__name__)
 MAX_PARITY_BATCH = 4
@@ -228,6 +229,37 @@ def run_gate(reference: torch.nn.Module, model_path: Path, contract: ModelContra
     names = [o.name for o in session.get_outputs()]
     reference.eval()
     spread = _Spread()
+    raw: list[np.ndarray] = []
+    hook = _watch_raw_output(reference, raw)
+    try:
+        _run_cases(reference, session, names, contract, profile, tolerance, report, spread, raw)
+    finally:
+        if hook is not None:
+            hook.remove()
+    report.degenerate = spread.degenerate()
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _watch_raw_output(reference: torch.nn.Module, sink: list) -> Optional[Any]:
+    """Keep the wrapped model's own output (logits, before the served argmax) as it runs.
+
+    Degeneracy is judged on it: a trained segmenter may well label noise with one class at
+    every pixel, while an untrained one has near-constant logits; the labels cannot tell them apart."""
+    inner = getattr(reference, "model", None)
+    if not isinstance(inner, torch.nn.Module):
+        return None
+
+    def keep(_module, _inputs, output):
+        try:
+            sink.append(primary_output(output).detach().float().numpy())
+        except TypeError:
+            pass
+
+    return inner.register_forward_hook(keep)
+
+
+def _run_cases(reference, session, names, contract, profile, tolerance, report, spread, raw) -> None:
     for i, (batch, hw) in enumerate(gate_cases(profile)):
         x = sample_input(contract, batch, hw, seed=1000 + i)
         case = CaseResult(batch, hw)
@@ -238,7 +270,8 @@ def run_gate(reference: torch.nn.Module, model_path: Path, contract: ModelContra
         except Exception as exc:  # the user's model at a size it cannot take: a finding, not a crash
             case.error = f"the PyTorch model itself fails at {hw[0]}x{hw[1]}: {_first_line(exc)}"
             continue
-        spread.update(ref[0])
+        spread.update(raw.pop() if raw else ref[0])
+        raw.clear()
         case.error = _size_error(names, ref, hw)
         if case.error:
             continue
@@ -249,9 +282,6 @@ def run_gate(reference: torch.nn.Module, model_path: Path, contract: ModelContra
             continue
         case.outputs = [compare_output(n, g, r, tolerance) for n, g, r in zip(names, got, ref)]
         log.debug("parity %s: %s", case.label, "ok" if case.passed else "FAILED")
-    report.degenerate = spread.degenerate()
-    report.seconds = time.perf_counter() - start
-    return report
 
 
 def _first_line(exc: BaseException) -> str:

@@ -130,3 +130,54 @@ def test_the_pooling_rewrite_counts_only_the_swaps_the_forward_uses(caplog):
     assert isinstance(clone.head, ExactAdaptiveAvgPool2d)
     assert "rewrote 1 x AdaptiveAvgPool2d" in caplog.text
     assert "2 of the swapped AdaptiveAvgPool2d modules are not called" in caplog.text
+
+
+def constant_labels_onnx(path: Path, label: int) -> Path:
+    """uint8 (B, H, W, 3) -> labels (B, H, W) uint8, `label` at every pixel."""
+    nodes = [helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceMean", ["f", "axes"], ["m"], keepdims=0),
+             helper.make_node("Mul", ["m", "zero"], ["z"]),
+             helper.make_node("Add", ["z", "label"], ["l"]),
+             helper.make_node("Cast", ["l"], ["labels"], to=TensorProto.UINT8)]
+    graph = helper.make_graph(
+        nodes, "constant_labels",
+        [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", "height", "width", 3])],
+        [helper.make_tensor_value_info("labels", TensorProto.UINT8, ["batch", "height", "width"])],
+        [helper.make_tensor("axes", TensorProto.INT64, [1], [3]), helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+         helper.make_tensor("label", TensorProto.FLOAT, [], [float(label)])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return path
+
+
+class Logits(nn.Module):
+    """(B, 3, H, W) -> (B, 4, H, W) logits: class 3 wins everywhere by `margin`; `vary` scales how
+    much the logits follow the image (0: a constant output, as an untrained or unloaded model)."""
+
+    def __init__(self, margin: float, vary: float) -> None:
+        super().__init__()
+        self.margin, self.vary = margin, vary
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        base = self.vary * x.mean(1, keepdim=True).repeat(1, 4, 1, 1)
+        base[:, 3] += self.margin
+        return base
+
+
+SEG = ModelContract(name="s", task="segmentation", resize=Resize("letterbox", 48, 64), num_classes=4)
+
+
+def test_one_label_everywhere_is_not_degenerate_when_the_logits_follow_the_image(tmp_path):
+    # A trained segmenter may label noise with one class at every pixel; its logits still vary.
+    from export.wrapper import ServedModel
+
+    report = run_gate(ServedModel(Logits(margin=100.0, vary=1.0), SEG), constant_labels_onnx(tmp_path / "l.onnx", 3),
+                      SEG, PROFILE, TOL)
+    assert report.cases_passed and report.degenerate is None and report.passed
+
+
+def test_constant_logits_are_degenerate_even_behind_an_argmax(tmp_path):
+    from export.wrapper import ServedModel
+
+    report = run_gate(ServedModel(Logits(margin=0.0, vary=0.0), SEG), constant_labels_onnx(tmp_path / "l.onnx", 0),
+                      SEG, PROFILE, TOL)
+    assert report.cases_passed and "near zero" in report.degenerate and not report.passed
