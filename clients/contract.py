@@ -49,6 +49,7 @@ ONNX_FILE = "model.onnx"
 PLAN_FILE = "model.plan"
 PARAM_PREFIX = "pixelport."
 DEFAULT_MAX_SIDE = 2048  # stride-mode models without an explicit --max-size
+DEFAULT_MAX_QUEUE_SIZE = 64  # requests a model's dynamic batcher holds before rejecting (retriable)
 EXTRA_PREFIX = PARAM_PREFIX + "extra."
 
 
@@ -172,7 +173,7 @@ class ModelContract:
     # the backend before any tensor is built and by clients before sending; None = the resize
     # policy's own size (letterbox HxW, or DEFAULT_MAX_SIDE squared in stride mode).
     max_size: Optional[tuple[int, int]] = None
-    max_queue_size: int = 64  # requests waiting beyond this are rejected (UNAVAILABLE, retriable)
+    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE  # requests waiting beyond this are rejected (UNAVAILABLE, retriable)
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

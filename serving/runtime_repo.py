@@ -7,7 +7,6 @@ loads the source `model.onnx` (linked, not copied) with onnxruntime. TensorRT pl
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import shutil
@@ -18,7 +17,7 @@ from typing import Optional
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from clients.contract import (CONFIG_FILE, LABELS_FILE, ONNX_FILE, PARAM_PREFIX, PLAN_FILE, ContractError, ModelContract,
+from clients.contract import (CONFIG_FILE, DEFAULT_MAX_QUEUE_SIZE, LABELS_FILE, ONNX_FILE, PARAM_PREFIX, PLAN_FILE, ContractError, ModelContract,
                               is_valid_name, list_versions, read_config_file)
 
 from .errors import ServingError
@@ -34,7 +33,6 @@ ACCELERATOR_PRECISION_PARAM = PARAM_PREFIX + "runtime.accelerator_precision"
 MAX_SIZE_PARAM = PARAM_PREFIX + "max_size"
 MAX_BYTES_PARAM = PARAM_PREFIX + "max_request_bytes"
 # Safe by default: a config without a queue bound gets the contract's default one.
-DEFAULT_MAX_QUEUE_SIZE = next(f.default for f in dataclasses.fields(ModelContract) if f.name == "max_queue_size")
 
 
 def find_models(repository: Path) -> list[Path]:

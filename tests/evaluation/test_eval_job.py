@@ -18,7 +18,7 @@ from evaluation.cli_eval import EXIT_CODES, EXIT_USAGE
 from evalkit import make_pixelport, publish_toy
 
 ROOT = Path(__file__).resolve().parents[2]
-MANIFEST = ROOT / "evaluation" / "deploy" / "eval-job.yaml"
+MANIFEST = ROOT / "serving" / "deploy" / "kubernetes" / "eval" / "eval-job.yaml"
 
 
 def docs() -> dict[str, dict]:
