@@ -26,6 +26,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import InferenceServerException
 
+from .processes import pid_alive
+
 log = logging.getLogger(__name__)
 
 PREFIX = "pixelport_"
@@ -44,19 +46,6 @@ def owner_pid(name: str) -> Optional[int]:
     """The pid in a pixelport client region's name, or None for any other name."""
     match = OWNER_PATTERN.match(name.lstrip("/"))
     return int(match.group(1)) if match else None
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host (another user's counts as alive)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def sweep_dead_regions(make_client: Callable[[str], grpcclient.InferenceServerClient], url: str,

@@ -35,7 +35,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("eval", help="evaluate a model (Triton, onnxruntime or PyTorch) on a labelled dataset",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("model")
-    g.add_argument("--backend", choices=("triton", "onnx", "torch"), required=True)
+    g.add_argument("--backend", choices=("triton", "onnx", "torch"), required=True,
+                   help="what runs the model: a served Triton model over gRPC, an exported model directory "
+                        "in onnxruntime, or a training checkpoint in PyTorch")
     g.add_argument("--url", help="triton: gRPC HOST:PORT (comma-separated for several servers)")
     g.add_argument("--model", help="triton: model name")
     g.add_argument("--model-dir", help="onnx: exported model directory <repository>/<name>")
@@ -46,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--threads", type=int, default=0, help="onnx/torch intra-op threads (0 = default)")
     d = p.add_argument_group("data")
     d.add_argument("--data", required=True, help="dataset root")
-    d.add_argument("--split", default="val")
+    d.add_argument("--split", default="val", help="dataset split to evaluate (default %(default)s)")
     d.add_argument("--layout", choices=tuple(LAYOUTS), help="dataset layout (default: detect)")
     d.add_argument("--img-suffix", help="mmseg layout: image suffix, e.g. .jpg (default: any image)")
     d.add_argument("--seg-suffix", default=".png", help="mmseg layout: label suffix")
@@ -61,7 +63,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="segmentation: class names for the report, one a line (or a JSON list); "
                         "default: the model's, else the dataset's built-in names")
     m = p.add_argument_group("metrics")
-    m.add_argument("--min-depth", type=float, default=1e-3)
+    m.add_argument("--min-depth", type=float, default=1e-3,
+                   help="depth: ground truth at or below this (metres) is invalid, predictions are clipped to it "
+                        "(default %(default)s)")
     m.add_argument("--max-depth", type=float, help="default: the dataset's range, else 10 (NYU)")
     m.add_argument("--alignment", choices=("none", "median", "scale_shift"),
                    help="depth alignment (default: scale_shift for relative-depth models, else none)")

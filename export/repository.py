@@ -27,6 +27,7 @@ from typing import Iterator, Optional
 from clients.contract import (CONFIG_FILE, LABELS_FILE, ONNX_FILE, PLAN_FILE, ContractError, ModelContract,
                               list_versions)
 from clients.files import FILE_MODE, atomic_write
+from clients.processes import pid_alive
 
 from .errors import ExportError
 
@@ -66,16 +67,6 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale(parent: Path) -> None:
     """Delete staging left by exports that were killed (their pid is in the name and is gone)."""
     try:
@@ -84,7 +75,7 @@ def remove_stale(parent: Path) -> None:
         return
     for path in entries:
         pid_text = path.name[len(STAGING_PREFIX):].split("-", 1)[0]
-        if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+        if pid_text.isdigit() and not pid_alive(int(pid_text)):
             log.info("removing %s, left by an interrupted export", path)
             shutil.rmtree(path, ignore_errors=True)
 
