@@ -95,3 +95,10 @@ def test_shape_errors_name_what_was_wrong(call, what, hw):
     lb = Letterbox.fit((10, 20), target=(32, 32))
     with pytest.raises(ValueError, match=rf"^{what} has shape \(3, 3\), expected {hw} \(H, W\[, C\]\)$"):
         getattr(lb, call)(np.zeros((3, 3), np.uint8))
+
+
+def test_image_padding_defaults_to_zero():
+    lb = Letterbox.fit((2, 4), target=(4, 4))
+    out = lb.apply_image(np.full((2, 4), 9, np.uint8))
+    assert out[lb.content].tolist() == [[9] * 4] * 2
+    assert out[0].tolist() == [0] * 4 and out[3].tolist() == [0] * 4
