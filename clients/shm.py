@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import threading
+import time
 import uuid
 import weakref
 from dataclasses import dataclass, field
@@ -125,12 +126,27 @@ class _State:
     closed: bool = False
 
 
+IN_USE_GRACE_S = 2.0  # Triton may still hold a region for a moment after the last response
+
+
+def _unregister_one(client: grpcclient.InferenceServerClient, name: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + IN_USE_GRACE_S
+    while True:
+        try:
+            client.unregister_system_shared_memory(name, client_timeout=timeout_s)
+            return
+        except InferenceServerException as exc:
+            if "in use" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def _unregister(state: _State, url: str, names: set[str]) -> None:
     try:
         client = state.make_client(url)
         try:
             for name in sorted(names):
-                client.unregister_system_shared_memory(name, client_timeout=state.timeout_s)
+                _unregister_one(client, name, state.timeout_s)
         finally:
             client.close()
     except Exception as exc:  # a dead server forgets its regions anyway; never mask the caller's error
