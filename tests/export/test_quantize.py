@@ -135,3 +135,25 @@ def test_settings_check_and_reduce_range_choice():
     assert Int8Settings(reduce_range=True).resolved_reduce_range() is True
     assert Int8Settings().resolved_reduce_range() is (not cpu_has_vnni())
     assert Int8Settings(types="s8s8", reduce_range=False).label == "qdq-s8s8-minmax-pc-full"
+
+
+@pytest.mark.slow
+def test_export_int8_routes_through_the_search_and_the_gate(tmp_path):
+    """`export_model(..., int8=...)`: the chosen format reaches the published graph, the gate passes."""
+    import cv2
+    from export_helpers import USER_MODELS
+
+    from export import ExportSettings, export_model
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):  # smooth images, like photos: noise would be a poor calibration set
+        small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+        cv2.imwrite(str(calib / f"{i}.png"), cv2.resize(small, (40, 30), interpolation=cv2.INTER_LINEAR))
+    settings = ExportSettings(name="q", repository=str(tmp_path / "repo"), module=f"{USER_MODELS}:TinyNet",
+                              num_classes=3, resize="letterbox:32x32", max_batch=2, min_size=(32, 32),
+                              max_size=(64, 64), calibration=str(calib), samples=4, int8=True)
+    result = export_model(settings, Int8Settings(format="qoperator"))
+    assert result.contract.precision == "int8" and result.parity.passed
+    assert _ops(result.version_dir / "model.onnx")["QLinearConv"] >= 1
