@@ -24,7 +24,7 @@ from typing import Optional
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from clients.contract import CONFIG_FILE, LABELS_FILE, list_versions, read_config_file
+from clients.contract import CONFIG_FILE, LABELS_FILE, ModelContract, list_versions, read_config_file
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ def publish(model_dir: Path, best: Candidate) -> int:
             shutil.rmtree(staging, ignore_errors=True)
         tuned = apply(config, best)
         text = text_format.MessageToString(tuned)
-        text_format.Parse(text, mc.ModelConfig())  # round-trips Triton's schema
+        ModelContract.from_model_config(text)  # Triton's schema, and still a contract clients can read
         atomic_write(model_dir / CONFIG_FILE, text)
     return version
 
