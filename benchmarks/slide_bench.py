@@ -41,35 +41,34 @@ class SlideBenchSettings:
     seed: int = 0
 
 
-def slide_once(client: DenseClient, image: np.ndarray, window: SlideWindow, tiles_per_request: int) -> tuple[np.ndarray, int]:
-    """One image slid with at most `tiles_per_request` tiles a request -> (labels, requests made)."""
+def slide_once(client: DenseClient, image: np.ndarray, window: SlideWindow) -> tuple[np.ndarray, int]:
+    """One image slid as client.predict(image, window=window) does -> (labels, requests made)."""
     job = SlideJob(image, window, client.contract)
-    job.max_tiles = tiles_per_request
     while (request := job.next_request()) is not None:
         job.feed(request, client.infer_tensors(request.batch, "slide bench"))
     return job.result().labels, job.requests
 
 
 def run_bench(s: SlideBenchSettings) -> dict:
-    window = SlideWindow(s.crop, s.stride)
     image = np.random.default_rng(s.seed).integers(0, 256, size=s.size + (3,), dtype=np.uint8)
     seconds: dict[str, list[float]] = {v: [] for v in VARIANTS}
     with DenseClient(s.url, s.model, use_shm=s.shm, timeout_s=600) as client:
         per_request = {"batched": max(1, client.contract.max_batch_size), "per_tile": 1}
+        windows = {v: SlideWindow(s.crop, s.stride, tiles_per_request=per_request[v]) for v in VARIANTS}
         labels, requests = {}, {}
         for variant in VARIANTS:  # warm-up (not timed): also the labels and request counts
-            labels[variant], requests[variant] = slide_once(client, image, window, per_request[variant])
+            labels[variant], requests[variant] = slide_once(client, image, windows[variant])
         for r in range(s.rounds):
             for variant in (VARIANTS if r % 2 == 0 else VARIANTS[::-1]):  # alternate who goes first
                 start = time.perf_counter()
-                slide_once(client, image, window, per_request[variant])
+                slide_once(client, image, windows[variant])
                 seconds[variant].append(time.perf_counter() - start)
             log.info("round %d/%d: %s", r + 1, s.rounds,
                      ", ".join(f"{v} {seconds[v][-1]:.3f} s" for v in VARIANTS))
     rows = {v: {"tiles_per_request": per_request[v], "requests_per_image": requests[v],
                 "median_s": float(np.median(seconds[v])), "p90_s": float(np.percentile(seconds[v], 90)),
                 "images_per_s": 1.0 / float(np.median(seconds[v])), "seconds": seconds[v]} for v in VARIANTS}
-    return {"settings": asdict(s), "tiles": len(SlideJob(image, window, client.contract).streams[0].boxes),
+    return {"settings": asdict(s), "tiles": len(SlideJob(image, windows["batched"], client.contract).streams[0].boxes),
             "variants": rows, "batched_over_per_tile": rows["batched"]["images_per_s"] / rows["per_tile"]["images_per_s"],
             "labels_agree": float(np.mean(labels["batched"] == labels["per_tile"]))}
 

@@ -158,8 +158,14 @@ def test_tiles_travel_in_chunks_of_max_batch_size():
         sizes.append(batch.shape)
         return model.infer(batch)
 
-    run_slide(infer, image, SMALL, contract)
+    labels = run_slide(infer, image, SMALL, contract).labels
     assert [s[0] for s in sizes] == [4, 4, 1]  # 9 tiles
+    sizes.clear()
+    pairs = SlideWindow(SMALL.crop, SMALL.stride, tiles_per_request=2)
+    assert np.array_equal(run_slide(infer, image, pairs, contract).labels, labels)
+    assert [s[0] for s in sizes] == [2, 2, 2, 2, 1]
+    with pytest.raises(ValueError, match="tiles_per_request"):
+        SlideWindow(SMALL.crop, SMALL.stride, tiles_per_request=-1)
     assert all(s[1:] == (128, 256, 3) for s in sizes)
     job = SlideJob(_images((100, 90))[0], SMALL, contract)  # smaller than the crop: one tile, padded
     req = job.next_request()
