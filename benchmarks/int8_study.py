@@ -212,11 +212,15 @@ def profile(path: Path, threads: int, batch: np.ndarray, iters: int, work: Path)
         sess.run(None, {"image": batch})
     trace = json.loads(Path(sess.end_profiling()).read_text())
     by_op: dict[str, float] = defaultdict(float)
+    by_node: dict[str, list] = {}
     runs = [e for e in trace if e.get("name") == "model_run"][2:]
     run_start = min(e["ts"] for e in runs) if runs else 0
     for e in trace:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= run_start:
-            by_op[e["args"].get("op_name", "?")] += e["dur"] / 1e3 / iters
+            op = e["args"].get("op_name", "?")
+            by_op[op] += e["dur"] / 1e3 / iters
+            node = by_node.setdefault(e["name"][: -len("_kernel_time")], [op, 0.0])
+            node[1] += e["dur"] / 1e3 / iters
     total = sum(by_op.values())
     opt = onnx.load(str(work / f"opt-{path.stem}.onnx"))
     counts: dict[str, int] = defaultdict(int)
@@ -226,6 +230,8 @@ def profile(path: Path, threads: int, batch: np.ndarray, iters: int, work: Path)
     return {"ms_per_run_by_op": dict(sorted(by_op.items(), key=lambda kv: -kv[1])),
             "share_by_op": {k: v / total for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])} if total else {},
             "kernel_ms_per_run": total, "optimized_op_counts": dict(sorted(counts.items())),
+            "top_nodes_ms": [{"node": n, "op": op, "ms": ms}
+                             for n, (op, ms) in sorted(by_node.items(), key=lambda kv: -kv[1][1])[:15]],
             "fp32_conv_nodes": heavy_fp32}
 
 
