@@ -10,8 +10,11 @@ from __future__ import annotations
 import contextlib
 import linecache
 import logging
+import os
 import re
+import sysconfig
 import time
+import traceback
 from pathlib import Path
 from typing import Optional
 
@@ -64,13 +67,15 @@ class _GuardLog(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
-        self.guards: list[str] = []
+        self.guards: list[tuple[str, Optional[traceback.FrameSummary]]] = []  # (record, the user's frame)
         self.symbols: dict[str, int] = {}  # symbol -> input axis
 
     def emit(self, record: logging.LogRecord) -> None:
         msg = record.getMessage()
         if "[guard added]" in msg:
-            self.guards.append(msg)
+            # torch names the innermost frame, often its own reference ops; the user's line is the
+            # innermost frame outside torch and the standard library, on the stack right now
+            self.guards.append((msg, _user_frame()))
         elif (m := re.match(r"create_symbol (\w+) = \d+ for L\['\w+'\]\.size\(\)\[(\d+)\]", msg)):
             self.symbols[m.group(1)] = int(m.group(2))
 
@@ -89,19 +94,42 @@ def _guard_log() -> Iterator[_GuardLog]:
         logger.setLevel(saved[1])
 
 
-def _describe_guard(text: str, names: dict[str, str]) -> Optional[str]:
-    """'width > 100 at user_models.py:65 in forward: `if x.shape[-1] > 100:`' from a guard record."""
-    m = re.match(r"eval (.+?) \[guard added\](?: at)? \(?([^()\s]+):(\d+) in (\w+)", text)
+_NOT_USER = tuple(os.path.dirname(p) + os.sep for p in (torch.__file__, logging.__file__, contextlib.__file__)) + (
+    sysconfig.get_paths()["stdlib"] + os.sep, os.path.dirname(__file__) + os.sep)  # and export itself
+
+
+def _user_frame() -> Optional[traceback.FrameSummary]:
+    for frame in reversed(traceback.extract_stack()):
+        if not frame.filename.startswith(_NOT_USER):
+            return frame
+    return None
+
+
+def _short_path(path: str) -> str:
+    """A path as a user recognises it: relative to the cwd, or from the installed package on."""
+    marker = "site-packages" + os.sep
+    if marker in path:
+        return path.split(marker, 1)[1]
+    return os.path.relpath(path) if path.startswith(os.getcwd() + os.sep) else path
+
+
+def _describe_guard(text: str, frame: Optional[traceback.FrameSummary], names: dict[str, str]) -> Optional[str]:
+    """'width > 100 at tests/export/user_models.py:65 in forward: `if x.shape[-1] > 100:`'."""
+    m = re.match(r"eval (.+?) \[guard added\]", text)
     if not m:
         return None
-    expr, file, line, func = m.groups()
-    syms = set(re.findall(r"\bs\d+\b", expr))
-    if not syms & set(names):
+    expr = m.group(1)
+    if expr.startswith("["):  # "[guard suppressed]": torch did not keep it
+        return None
+    if not set(re.findall(r"\bs\d+\b", expr)) & set(names):
         return None  # a guard on internal sizes only
     for sym, name in names.items():
         expr = re.sub(rf"\b{sym}\b", name, expr)
-    source = linecache.getline(file, int(line)).strip() or linecache.getline(str(Path.cwd() / file), int(line)).strip()
-    return f"{expr} at {file}:{line} in {func}" + (f": `{source}`" if source else "")
+    if frame is None:
+        return expr
+    source = linecache.getline(frame.filename, frame.lineno or 0).strip()
+    where = f"{_short_path(frame.filename)}:{frame.lineno} in {frame.name}"
+    return f"{expr} at {where}" + (f": `{source}`" if source else "")
 
 
 def size_guards(served: torch.nn.Module, contract: ModelContract, profile: Profile,
@@ -116,9 +144,22 @@ def size_guards(served: torch.nn.Module, contract: ModelContract, profile: Profi
             log.debug("torch.export failed while looking for size guards: %s", _root_cause(exc))
     axis_names = {contract.hw_axes[0]: "height", contract.hw_axes[1]: "width", 0: "batch"}
     names = {sym: axis_names[axis] for sym, axis in found.symbols.items() if axis in axis_names}
-    described = [d for d in (_describe_guard(g, names) for g in found.guards) if d]
+    described = [d for d in (_describe_guard(g, frame, names) for g, frame in found.guards) if d]
     hw = [d for d in described if "height" in d or "width" in d]
-    return list(dict.fromkeys(hw))[:limit]
+    # the guards that pin a size (Eq, or a comparison with a number) first: those are what torch.export
+    # refuses; Ne/Mod/Max guards mostly come with reshapes and hold for every size
+    ranked = sorted(dict.fromkeys(hw), key=_pinning_rank)
+    pinning = [g for g in ranked if _pinning_rank(g) < 2]
+    return (pinning or ranked)[:limit]
+
+
+def _pinning_rank(guard: str) -> int:
+    expr = guard.split(" at ", 1)[0]
+    if expr.startswith("Eq(") or "==" in expr:
+        return 0
+    if "Max(" not in expr and "Mod(" not in expr and re.search(r"[<>]=? *-?\d|\d *[<>]", expr):
+        return 1
+    return 2
 
 
 def _root_cause(exc: BaseException) -> str:

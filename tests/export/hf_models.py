@@ -85,3 +85,23 @@ def mobilevit(num_classes: int = 5) -> nn.Module:
     config = MobileViTConfig(image_size=64, hidden_sizes=[16, 24, 32], neck_hidden_sizes=[8, 8, 16, 16, 24, 32, 64],
                              num_attention_heads=2, aspp_out_channels=16, num_labels=num_classes)
     return _non_degenerate(MobileViTForSemanticSegmentation(config))
+
+
+def glpn(task: str = "depth") -> nn.Module:
+    """GLPN (hierarchical MiT encoder, selective feature fusion decoder) for depth."""
+    from transformers import GLPNConfig, GLPNForDepthEstimation
+
+    config = GLPNConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 2, 2],
+                        decoder_hidden_size=16, head_in_index=-1)
+    return _non_degenerate(GLPNForDepthEstimation(config))
+
+
+def beit(num_classes: int = 5) -> nn.Module:
+    """BEiT (ViT, patch 16, relative position bias) with its UperNet-style head."""
+    from transformers import BeitConfig, BeitForSemanticSegmentation
+
+    config = BeitConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                        image_size=64, patch_size=16, out_indices=[0, 1, 2, 3], use_relative_position_bias=True,
+                        pool_scales=[1, 2, 3, 6], auxiliary_channels=16, use_auxiliary_head=False,
+                        num_labels=num_classes)
+    return _non_degenerate(BeitForSemanticSegmentation(config))

@@ -104,3 +104,25 @@ def test_the_cli_prints_one_line_and_no_traceback(tmp_path):
     assert done.stderr.strip().splitlines() == ["export: error: unknown arch 'resnet'; known archs: "
                                                 "fcn, pspnet, unet, upernet"]
     assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_the_report_is_written_even_when_the_export_stops_before_the_gate(tmp_path, capsys):
+    import json
+
+    report = tmp_path / "parity.json"
+    msg = _fail(["--name", "m", "--repository", str(tmp_path / "r"), "--module", f"{USER_MODELS}:TinyNet",
+                 "--report", str(report)], capsys)
+    data = json.loads(report.read_text())
+    assert data["passed"] is False and data["cases"] == [] and "no input size known" in data["error"]
+    assert msg.endswith(data["error"])
+
+
+def test_an_unexpected_failure_is_one_line_too(tmp_path, capsys, monkeypatch):
+    import export.api
+
+    def boom(*args, **kwargs):
+        raise KeyError("pixel_values")
+
+    monkeypatch.setattr(export.api, "export_model", boom)
+    msg = _fail(["--name", "m", "--repository", str(tmp_path / "r"), "--module", f"{USER_MODELS}:TinyNet"], capsys)
+    assert msg == "export: error: unexpected KeyError: 'pixel_values' (run with -v for the traceback)"
