@@ -129,3 +129,16 @@ def test_json_keeps_crop_and_prediction():
     with pytest.raises(ValueError, match=r"^not a depth metrics state \(type='matting'\)$"):
         DepthMetrics.from_json({"type": "matting"})
     assert not math.isnan(back.table.rows["a"][0])
+
+
+def test_defaults_are_nyu_range_depth_without_alignment():
+    assert DepthMetrics().settings() == (1e-3, 10.0, "none", None, "depth")
+
+
+def test_aligned_depth_with_a_singular_fit_and_a_zero_prediction_is_silent():
+    # constant valid predictions: det == 0, so (s, t) = (0, 0); the 0 prediction outside the valid
+    # region makes 1/0 = inf, and 0 * inf = NaN: both stay inside aligned_depth's errstate
+    m = DepthMetrics(min_depth=0.0, max_depth=10.0, alignment="scale_shift")
+    with np.errstate(all="raise"):
+        out = m.aligned_depth(np.array([[2.0, 2.0], [2.0, 0.0]]), np.array([[1.0, 1.0], [1.0, 0.0]]))
+    assert out.tolist() == [[10.0, 10.0], [10.0, 10.0]]
