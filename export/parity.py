@@ -256,7 +256,10 @@ def _watch_raw_output(reference: torch.nn.Module, sink: list) -> Optional[Any]:
         except TypeError:
             pass
 
-    return inner.register_forward_hook(keep)
+    try:
+        return inner.register_forward_hook(keep)
+    except RuntimeError:  # TorchScript modules take no hooks: judge the served output instead
+        return None
 
 
 def _run_cases(reference, session, names, contract, profile, tolerance, report, spread, raw) -> None:
