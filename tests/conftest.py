@@ -121,6 +121,15 @@ def own_server(server_settings_factory) -> Callable[..., Any]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def start_triton() -> Callable[[Any], Any]:
+    """start_with_retry, for module-scoped servers (the caller stops what it starts).
+
+    A fixture, not `from conftest import ...`: with several conftest.py files in the tree, which
+    one that import finds depends on what ran first."""
+    return start_with_retry
+
+
 # ---- environment the suite assumes --------------------------------------------------------------
 def _tensorrt_installed() -> bool:
     return importlib.util.find_spec("tensorrt") is not None

@@ -23,16 +23,15 @@ SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
 
 @pytest.fixture(scope="module")
-def slide_server(tmp_path_factory, server_settings_factory):
+def slide_server(tmp_path_factory, server_settings_factory, start_triton):
     """Triton serving the conv model with logits (seg_logits), its depth twin and a labels-only toy."""
-    from conftest import start_with_retry
     from evalkit import publish_toy
 
     repository = tmp_path_factory.mktemp("slide") / "repo"
     publish_conv(repository, "seg_logits", "segmentation")
     publish_conv(repository, "depth_conv", "depth")
     publish_toy(repository, "seg_labels", "segmentation")
-    server = start_with_retry(server_settings_factory(repository))
+    server = start_triton(server_settings_factory(repository))
     try:
         yield server
     finally:
