@@ -93,6 +93,7 @@ def test_gradient_filter_size_and_sign():
     fx, fy = gauss_filters(1.4)
     assert fx.shape == (9, 9)  # half = ceil(1.4 * sqrt(-2 ln(sqrt(2 pi) * 1.4 * 0.01))) = 4
     assert gauss_filters(3.0)[0].shape == (15, 15)  # half = 7
+    assert gauss_filters(1.6)[0].shape == (11, 11)  # 1.6 * sqrt(-2 ln(sqrt(2 pi) * 0.016)) = 4.06: half = 5
     assert fx[4, 5] < 0 < fx[4, 3]  # derivative of a Gaussian: -x g(x)
     np.testing.assert_array_equal(fy, fx.T)
     assert np.sum(fx ** 2) == pytest.approx(1.0)
