@@ -156,7 +156,7 @@ def test_segmentation_and_depth_metrics_need_only_numpy():
             "from clients.metrics import SegmentationMetrics, DepthMetrics; import numpy as np; "
             "m = SegmentationMetrics(2); m.update(np.zeros((2, 2)), np.zeros((2, 2))); "
             "DepthMetrics().update(np.ones((2, 2)), np.ones((2, 2)))")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 def test_unknown_ids_are_counted_by_id_and_merge():

@@ -72,7 +72,7 @@ def test_sigkilled_eval_resumes_to_the_same_report(setup, tmp_path):
     cmd = [sys.executable, "-m", "evaluation", "eval", "--backend", "onnx", "--model-dir", str(model_dir),
            "--data", str(data), "--pictures", "2"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    subprocess.run(cmd + ["--out", str(tmp_path / "ref")], check=True, cwd=ROOT, env=env, capture_output=True)
+    subprocess.run(cmd + ["--out", str(tmp_path / "ref")], check=True, cwd=ROOT, env=env, capture_output=True, timeout=300)
 
     state = tmp_path / "state.json"
     # --max-rate keeps the run slow enough to be killed mid-way; --state-every 0 saves after each image.
@@ -96,7 +96,7 @@ def test_sigkilled_eval_resumes_to_the_same_report(setup, tmp_path):
     assert not killed_at["complete"] and 5 <= len(killed_at["done"]) < 24
     assert not (tmp_path / "out" / "report.json").exists()
 
-    done = subprocess.run(resumable, cwd=ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run(resumable, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     resumed = read(tmp_path / "out")
     assert resumed["run"]["resumed"] and resumed["run"]["evaluated_this_run"] == 24 - len(killed_at["done"])

@@ -88,8 +88,8 @@ def test_unsafe_model_names_are_refused_before_anything_is_written(tmp_path, cap
     (["--module", f"{USER_MODELS}:TinyNet", "--resize", "stride:32", "--static"], "--static needs a fixed size"),
     (["--module", f"{USER_MODELS}:PoolNet", "--task", "depth", "--resize", "letterbox:64x64"],
      "the model outputs 4 channel(s) but a depth model needs 1; check --task and --num-classes"),
-    (["--module", f"{USER_MODELS}:TinyNet", "--resize", "letterbox:64x64", "--tensorrt"],
-     "--tensorrt needs the `tensorrt`"),
+    pytest.param(["--module", f"{USER_MODELS}:TinyNet", "--resize", "letterbox:64x64", "--tensorrt"],
+                 "--tensorrt needs the `tensorrt`", marks=pytest.mark.needs_no_tensorrt),
 ])
 def test_bad_flag_combinations(tmp_path, capsys, argv, expect):
     msg = _fail(["--name", "m", "--repository", str(tmp_path / "r"), *argv], capsys)

@@ -11,7 +11,7 @@ import pytest
 
 import serving_toys as toys
 
-# name -> (contract, onnx model) of the toy repository; seg_live is the one the reload test republishes
+# name -> (contract, onnx model) of the toy repository; seg_live is the one the admin-key test reloads (unchanged)
 TOY_MODELS = {
     "seg": (toys.segmentation_contract("seg"), toys.segmentation_onnx(seed=0)),
     # KIND_GPU: served on CPU here (no GPU), which model.py must say in the server log

@@ -113,8 +113,10 @@ def test_start_fails_naming_the_broken_model(broken_repository, server_settings_
 
 
 @pytest.mark.integration
-def test_broken_model_does_not_stop_the_others(broken_repository, server_settings_factory):
-    settings = server_settings_factory(broken_repository)
+def test_broken_model_does_not_stop_the_others(broken_repository, server_settings_factory, tmp_path_factory):
+    # Its own copy: this test publishes a corrupt good/2, which no other test may see.
+    repository = Path(shutil.copytree(broken_repository, tmp_path_factory.mktemp("broken-own") / "model_repository"))
+    settings = server_settings_factory(repository)
     tmp_path = settings.state_dir
     started = run_cli(*_start_args(settings), "--allow-failed-models", "--timeout", "600")
     record = state_store.load(tmp_path)
@@ -123,7 +125,7 @@ def test_broken_model_does_not_stop_the_others(broken_repository, server_setting
         assert "skipped: trt_only: TensorRT plan" in started.stdout
         with grpcclient.InferenceServerClient(record.grpc_url) as client:
             x = image(5)
-            assert_matches(client.infer("good", infer_input(x)), reference(broken_repository, "good", "1", x))
+            assert_matches(client.infer("good", infer_input(x)), reference(repository, "good", "1", x))
 
         status = run_cli("status", "--state-dir", str(tmp_path))
         assert status.returncode == 0, status.stderr
@@ -136,7 +138,7 @@ def test_broken_model_does_not_stop_the_others(broken_repository, server_setting
         assert "not loaded: badcfg: failed to read text proto" in status.stdout
 
         # A broken new version of a serving model: the reload fails loudly, the old version keeps serving.
-        toys.publish(broken_repository, toys.segmentation_contract("good"), b"corrupt", version=2)
+        toys.publish(repository, toys.segmentation_contract("good"), b"corrupt", version=2)
         assert "reloading 'good' failed" in one_error_line(run_cli("reload", "good", "--state-dir", str(tmp_path)))
         with grpcclient.InferenceServerClient(record.grpc_url) as client:
             result = client.infer("good", infer_input(x))

@@ -133,6 +133,7 @@ def test_status_and_metrics(toy_server):
     assert 'nv_inference_count{model="depth",version="1"}' in text
 
 
+@pytest.mark.needs_cpu_only_onnxruntime
 def test_gpu_instances_fall_back_to_cpu_and_say_so(toy_server):
     """The toy depth model asks for KIND_GPU; without a GPU (or onnxruntime-gpu) it still serves."""
     with toy_server.client() as client:
