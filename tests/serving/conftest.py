@@ -5,6 +5,7 @@ These do not depend on the trainer or the exporter, so the serving code is teste
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,14 @@ def toy_server(toy_repository, server_settings_factory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def runtime_model():
+    """serving/runtime/model.py loaded as Triton loads it: a file outside the package."""
+    from serving.runtime_repo import RUNTIME_MODEL
+
+    spec = importlib.util.spec_from_file_location("pixelport_runtime_model", RUNTIME_MODEL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

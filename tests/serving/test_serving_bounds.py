@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import time
 from pathlib import Path
@@ -14,17 +13,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import InferenceServerException
 
-from serving.runtime_repo import RUNTIME_MODEL
 from serving.wheel import STUB_NAME
 from serving_toys import TOY_MAX_SIZE, assert_matches, image, infer_input, reference
-
-
-@pytest.fixture(scope="module")
-def runtime_model():
-    spec = importlib.util.spec_from_file_location("pixelport_runtime_model_bounds", RUNTIME_MODEL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_limits_name_the_parameter(runtime_model):

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 
 import numpy as np
 import pytest
 
-from serving.runtime_repo import RUNTIME_MODEL
-
-
-@pytest.fixture(scope="module")
-def runtime_model():
-    spec = importlib.util.spec_from_file_location("pixelport_runtime_model", RUNTIME_MODEL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_check_input_messages(runtime_model):
