@@ -2,7 +2,8 @@
 
 segmentation: `<stem>.png` label map (uint8; uint16 past 255 classes) and, on request,
 `<stem>_overlay.png` in the model's palette; depth: `<stem>.png` 16-bit millimetres (0 = no
-depth) and `<stem>_preview.png` colour-mapped; matting: `<stem>.png` 8-bit alpha.
+depth; relative depth and disparity, which have no unit, stretched over 16 bits) and
+`<stem>_preview.png` colour-mapped, near bright; matting: `<stem>.png` 8-bit alpha.
 """
 
 from __future__ import annotations
@@ -63,12 +64,13 @@ def depth_millimetres(depth: np.ndarray, relative: bool = False) -> np.ndarray:
     return np.where(valid, np.clip(np.rint(scaled), 1, 65535), 0).astype(np.uint16)
 
 
-def depth_preview(depth: np.ndarray) -> np.ndarray:
+def depth_preview(depth: np.ndarray, disparity: bool = False) -> np.ndarray:
     """(h, w) depth -> (h, w, 3) RGB colour map of inverse depth (near is bright), stretched
-    between the 2nd and 98th percentiles so one outlier does not flatten the picture."""
+    between the 2nd and 98th percentiles so one outlier does not flatten the picture. A disparity
+    map already is inverse depth: it is drawn as it is, so near is bright for every depth kind."""
     valid = np.isfinite(depth) & (depth > 0)
     inv = np.zeros(depth.shape, np.float32)
-    inv[valid] = 1.0 / depth[valid]
+    inv[valid] = depth[valid] if disparity else 1.0 / depth[valid]
     if valid.any():
         lo, hi = np.percentile(inv[valid], [2, 98])
         inv = np.clip((inv - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
@@ -95,7 +97,9 @@ def write_prediction(pred: Prediction, contract: ModelContract, stem: Path,
                                      overlay(image, pred.labels, palette), rgb=True))
         return written
     if pred.task == "depth":
-        relative = contract.depth_kind == "relative"
-        return [write_png(main, depth_millimetres(pred.depth, relative)),
-                write_png(stem.with_name(stem.name + "_preview.png"), depth_preview(pred.depth), rgb=True)]
+        # Only metric depth has a unit; relative depth and disparity are stretched over 16 bits.
+        unitless = contract.depth_kind != "metric"
+        return [write_png(main, depth_millimetres(pred.depth, unitless)),
+                write_png(stem.with_name(stem.name + "_preview.png"),
+                          depth_preview(pred.depth, disparity=contract.depth_kind == "disparity"), rgb=True)]
     return [write_png(main, alpha_image(pred.alpha))]

@@ -92,7 +92,7 @@ def postprocess(outputs: Mapping[str, np.ndarray], transforms: Sequence[Letterbo
     """Output tensors (each with the batch dimension first) -> one Prediction per image at its
     original size: labels by nearest inverse, float maps (depth in metres, alpha, confidence,
     logits) by bilinear inverse."""
-    preds = [Prediction(task=contract.task, transform=t) for t in transforms]
+    preds = [Prediction(task=contract.task, transform=t, depth_kind=contract.depth_kind) for t in transforms]
     if contract.task == "segmentation":
         if contract.output_kind != "logits":
             labels = _per_image(outputs, "labels", transforms)

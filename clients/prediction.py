@@ -19,9 +19,10 @@ class Prediction:
     labels: Optional[np.ndarray] = None  # (h, w) class ids, uint8 (int32 past 255 classes)
     confidence: Optional[np.ndarray] = None  # (h, w) float32, max softmax probability
     logits: Optional[np.ndarray] = None  # (C, h, w) float32
-    depth: Optional[np.ndarray] = None  # (h, w) float32, metres (model units if relative)
+    depth: Optional[np.ndarray] = None  # (h, w) float32: metres, depth up to scale, or disparity (depth_kind)
     alpha: Optional[np.ndarray] = None  # (h, w) float32 in [0, 1]
     transform: Optional[Letterbox] = None  # how the input was letterboxed
+    depth_kind: str = "metric"  # what `depth` holds: the served contract's DEPTH_KINDS entry
 
     @property
     def primary(self) -> np.ndarray:

@@ -442,7 +442,7 @@ class SlideJob:
             raise RuntimeError(f"slide job incomplete: {self.rows_done} of {self.hw[0]} rows done")
         if self.contract.task == "segmentation":
             return Prediction(task="segmentation", labels=self.out)
-        return Prediction(task="depth", depth=self.out)
+        return Prediction(task="depth", depth=self.out, depth_kind=self.contract.depth_kind)
 
 
 def run_slide(infer: Callable[[np.ndarray, str], Mapping[str, np.ndarray]], image: np.ndarray,

@@ -67,6 +67,28 @@ def test_depth_png_is_millimetres_with_preview(tmp_path):
     assert rel.tolist() == [[1, 65535]]
 
 
+def test_disparity_png_is_stretched_and_its_preview_keeps_near_bright(tmp_path):
+    # A disparity model (MiDaS, DPT, Depth Anything): large values are near, and there is no unit.
+    c = ModelContract(name="d", task="depth", resize=Resize("stride", stride=8), output_kind="depth",
+                      depth_kind="disparity")
+    disparity = np.array([[4.0, 1.0], [2.0, 1.0]], np.float32)  # (0, 0) is the nearest pixel
+    files = write_prediction(Prediction("depth", depth=disparity, depth_kind="disparity"), c, tmp_path / "room")
+    stretched = read(files[0])
+    assert stretched.dtype == np.uint16 and stretched[0, 0] == 65535 and stretched[0, 1] == 1  # not "4 mm"
+    preview = read(files[1]).astype(int)
+    assert preview[0, 0].sum() > preview[1, 0].sum() > preview[0, 1].sum()  # near is brighter
+
+
+def test_postprocess_says_which_depth_kind_it_returns():
+    from clients.pipeline import postprocess, preprocess
+
+    c = ModelContract(name="d", task="depth", resize=Resize("letterbox", 8, 8), output_kind="depth",
+                      depth_kind="disparity")
+    batch, transforms = preprocess([np.zeros((8, 8, 3), np.uint8)], c)
+    (pred,) = postprocess({"depth": np.ones((1, 8, 8), np.float32)}, transforms, c)
+    assert pred.depth_kind == "disparity"
+
+
 def test_alpha_png(tmp_path):
     c = ModelContract(name="m", task="matting", resize=Resize("letterbox", 8, 8), output_kind="alpha")
     alpha = np.array([[0.0, 0.5, 1.0, 1.2]], np.float32)
