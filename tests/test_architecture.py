@@ -28,6 +28,8 @@ ALLOWED = {
     "evaluation": {"clients", "models", "export", "evaluation"},
     "benchmarks": set(ROOMS),
 }
+# rooms held to single modules of another room: serving reads only the contract
+ONLY_MODULES = {("serving", "clients"): ("clients.contract",)}
 # third-party top-level modules a production client may import, and the distribution behind each
 CLIENT_MODULES = {"numpy": "numpy", "cv2": "opencv-python-headless", "tritonclient": "tritonclient",
                   "PIL": "pillow", "grpc": "tritonclient", "google": "tritonclient"}
@@ -67,6 +69,10 @@ def wrong_way_imports(root: Path = ROOT) -> list[str]:
                 if target in ROOMS and target not in ALLOWED[room]:
                     problems.append(f"{path.relative_to(root)}:{line} imports {module} ({room} may import "
                                     f"{', '.join(sorted(ALLOWED[room]))})")
+                only = ONLY_MODULES.get((room, target))
+                if only and not any(module == m or module.startswith(m + ".") for m in only):
+                    problems.append(f"{path.relative_to(root)}:{line} imports {module} ({room} may import only "
+                                    f"{', '.join(only)} of {target})")
     return problems
 
 
@@ -96,6 +102,9 @@ def test_the_direction_check_catches_a_wrong_way_import(tmp_path):
     assert any(p.startswith("clients/letterbox.py") and "evaluation.report" in p for p in problems), problems
     (tmp_path / "models" / "zoo.py").write_text("import export.api\n", encoding="utf-8")
     assert any(p.startswith("models/zoo.py:1 imports export.api") for p in wrong_way_imports(tmp_path))
+    (tmp_path / "serving" / "stats.py").write_text("from clients.client import DenseClient\n", encoding="utf-8")
+    assert any(p.startswith("serving/stats.py:1 imports clients.client") and "only clients.contract" in p
+               for p in wrong_way_imports(tmp_path))
 
 
 def _client_extra() -> set[str]:
