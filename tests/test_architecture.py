@@ -1,7 +1,7 @@
 """The house rules: rooms import one way, and the client room needs only the client extra.
 
 Imports flow clients (torch-free) <- models <- export <- evaluation <- benchmarks; serving reads
-only the clients room (the contract and its plumbing). Every import counts, lazy ones inside
+only the contract (clients.contract). Every import counts, lazy ones inside
 functions included, so a wrong-way import cannot hide behind "it only runs on that path".
 """
 
