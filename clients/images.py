@@ -124,8 +124,11 @@ def load_image(source: Source, max_pixels: int = DEFAULT_MAX_PIXELS, name: Optio
     _settle(caught, name)
     caught.clear()
     try:
-        im.load()  # the pixel decode, the expensive part, outside the warnings lock
         with _captured(caught):
+            # The decode is inside too: TIFF and EXIF tags are read lazily, and their warnings
+            # ("Tag data larger than file") surface here. The lock serialises decoding between
+            # threads, the price of warnings that never leak to stderr.
+            im.load()
             # EXIF orientation 2..8 (phone photos) -> upright pixels, as every viewer shows them.
             im = ImageOps.exif_transpose(im)
             rgb = _to_rgb8(im, name)
