@@ -7,6 +7,7 @@ and exports them; `triton_server` serves that repository with one embedded Trito
 from __future__ import annotations
 
 import dataclasses
+import os
 import importlib.util
 import random
 import re
@@ -15,6 +16,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# CI (CI=true) runs each property test on the same derandomized examples every time, so a landing
+# never fails on a case no one saw before; local runs keep exploring new random inputs.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    hypothesis_settings.load_profile("ci")
 
 # name -> task of the models `zoo_repository` publishes (all UNets, the cheapest zoo architecture)
 ZOO_MODELS = {"seg_unet": "segmentation", "depth_unet": "depth", "matting_unet": "matting"}
