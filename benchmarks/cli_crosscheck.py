@@ -1,7 +1,8 @@
 """`python -m benchmarks crosscheck`: argparse edge for benchmarks.crosscheck, plus its report files.
 
     python -m benchmarks crosscheck --url 127.0.0.1:8001 --model seg_unet [--perf-analyzer PATH] \
-        [--shape 512x512] [--concurrency 1,2] [--window-s 2 --windows 8 --stability 0.1] --out DIR
+        [--shape 512x512] [--concurrency 1,2] [--window-s 2 --windows 8 --stability 0.1] \
+        [--window-requests N] [--warmup-requests 10] --out DIR
 
 Writes DIR/crosscheck.json (both tools' levels and the side-by-side rows) and perf_analyzer's own
 CSV per level; prints the table.
@@ -36,6 +37,11 @@ def add_parser(sub) -> None:
     p.add_argument("--windows", type=int, default=8, help="most windows per level, both tools (default: %(default)s)")
     p.add_argument("--stability", type=float, default=0.10,
                    help="three windows in a row must agree within this fraction (default: %(default)s)")
+    p.add_argument("--window-requests", type=int, default=0,
+                   help="windows also last until they hold this many requests, both tools (perf_analyzer's "
+                        "count_windows); for slow models or busy machines (default: %(default)s, time windows)")
+    p.add_argument("--warmup-requests", type=int, default=10,
+                   help="requests sent at each level before measuring, both tools (default: %(default)s)")
     p.add_argument("--out", required=True, help="folder for crosscheck.json and perf_analyzer's CSVs")
     p.set_defaults(run=run)
 
@@ -43,7 +49,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     settings = CrosscheckSettings(url=args.url, model=args.model, concurrency=int_list(args.concurrency),
                                   shape=args.shape, perf_analyzer=args.perf_analyzer, window_s=args.window_s,
-                                  windows=args.windows, stability=args.stability)
+                                  windows=args.windows, stability=args.stability,
+                                  window_requests=args.window_requests, warmup_requests=args.warmup_requests)
     os.makedirs(args.out, exist_ok=True)
     result = crosscheck(settings, work_dir=args.out)
     atomic_write_json(os.path.join(args.out, "crosscheck.json"), result, indent=2)

@@ -49,6 +49,8 @@ class CrosscheckSettings:
     window_s: float = 2.0  # perf_analyzer's --measurement-interval, and pixelport's window
     windows: int = 8  # perf_analyzer's --max-trials, and pixelport's most windows per level
     stability: float = 0.10  # three windows in a row within this fraction (both tools' rule)
+    window_requests: int = 0  # > 0: perf_analyzer's count_windows, each window holds at least this many requests
+    warmup_requests: int = 10  # sent at each level before measuring, both tools (perf_analyzer's default is none)
     timeout_s: float = 300.0  # per perf_analyzer run
 
     def __post_init__(self) -> None:
@@ -56,11 +58,15 @@ class CrosscheckSettings:
             raise ValueError(f"--concurrency needs levels >= 1, got {self.concurrency}")
         if self.window_s <= 0 or self.windows < 3 or self.stability <= 0:
             raise ValueError("--window-s and --stability must be > 0 and --windows >= 3 (three windows must agree)")
+        if self.window_requests < 0 or self.warmup_requests < 0:
+            raise ValueError("--window-requests and --warmup-requests must be >= 0")
 
     @property
     def loop(self) -> LoopSettings:
+        # perf_analyzer warms up by count only, so pixelport does too; its count windows still last window_s.
         return LoopSettings(window_s=self.window_s, max_windows=self.windows, min_windows=3, stability=self.stability,
-                            warmup_s=min(1.0, self.window_s))
+                            warmup_s=0.0, warmup_requests=self.warmup_requests,
+                            window_requests=self.window_requests)
 
 
 def find_perf_analyzer(explicit: Optional[str] = None) -> str:
@@ -82,10 +88,14 @@ def find_perf_analyzer(explicit: Optional[str] = None) -> str:
 def perf_analyzer_command(binary: str, s: CrosscheckSettings, contract: ModelContract, shape: tuple[int, int],
                           concurrency: int, csv_path: str) -> list[str]:
     dims = ",".join(str(d) for d in contract.input_dims(*shape))
-    return [binary, "-m", s.model, "-u", s.url, "-i", "grpc", "-b", "1", "--shape", f"{INPUT_NAME}:{dims}",
-            "--concurrency-range", f"{concurrency}:{concurrency}",
-            "--measurement-interval", str(max(1, round(s.window_s * 1000))), "--max-trials", str(s.windows),
-            "--stability-percentage", f"{s.stability * 100:g}", "-f", csv_path]
+    command = [binary, "-m", s.model, "-u", s.url, "-i", "grpc", "-b", "1", "--shape", f"{INPUT_NAME}:{dims}",
+               "--concurrency-range", f"{concurrency}:{concurrency}",
+               "--measurement-interval", str(max(1, round(s.window_s * 1000))), "--max-trials", str(s.windows),
+               "--stability-percentage", f"{s.stability * 100:g}", "--warmup-request-count", str(s.warmup_requests),
+               "-f", csv_path]
+    if s.window_requests:
+        command += ["--measurement-mode", "count_windows", "--measurement-request-count", str(s.window_requests)]
+    return command
 
 
 def run_perf_analyzer(command: list[str], csv_path: str, timeout_s: float) -> dict[str, float]:
@@ -101,8 +111,9 @@ def run_perf_analyzer(command: list[str], csv_path: str, timeout_s: float) -> di
         with open(csv_path, newline="") as fh:
             rows = [r for r in csv.DictReader(fh) if r.get("Concurrency")]
     if proc.returncode != 0 or not rows:
-        hint = ("; on a busy machine give it longer windows (--window-s), more of them (--windows) or a "
-                "looser --stability" if "stable measurement" in tail else "")
+        hint = ("; on a busy machine give it longer windows (--window-s), windows of a request count "
+                "(--window-requests), more of them (--windows) or a looser --stability"
+                if "stable measurement" in tail else "")
         raise RuntimeError(f"perf_analyzer failed (exit {proc.returncode}){hint}; its output ends:\n{tail}")
     return {k: float(v) for k, v in rows[-1].items() if k and _is_number(v)}
 

@@ -32,6 +32,10 @@ class LoopSettings:
     min_windows: int = 3  # windows that must agree (perf_analyzer's stability criterion)
     stability: float = 0.10
     warmup_s: float = 1.0
+    # perf_analyzer's count_windows and --warmup-request-count: a window (or the warm-up) also lasts
+    # until it holds this many requests, so a slow or busy server still fills every window.
+    window_requests: int = 0
+    warmup_requests: int = 0
 
 
 @dataclass
@@ -134,6 +138,15 @@ class Worker(threading.Thread):
             self.error = exc
 
 
+def _wait(workers: Sequence[Worker], since: float, seconds: float, requests: int) -> None:
+    """Sleep `seconds`, then on until the workers finished `requests` calls after `since` (or one failed)."""
+    time.sleep(seconds)
+    while requests and not any(w.error for w in workers) and any(w.is_alive() for w in workers):
+        if sum(1 for w in workers for r in w.records[-requests:] if r[0] >= since) >= requests:
+            return
+        time.sleep(0.005)
+
+
 def _agree(values: list[float], tolerance: float) -> bool:
     if any(v != v for v in values) or min(values) <= 0:
         return False
@@ -147,18 +160,18 @@ def run_level(model: str, concurrency: int, infers: Sequence[Callable], source: 
     workers = [Worker(infers[i], source, i, stop) for i in range(concurrency)]
     for w in workers:
         w.start()
-    time.sleep(loop.warmup_s)
+    _wait(workers, 0.0, loop.warmup_s, loop.warmup_requests)
     window_stats: list[dict] = []
     stable = False
     snapshot = stats_client.get_inference_statistics(model)
     while len(window_stats) < loop.max_windows:
         start = time.perf_counter()
-        time.sleep(loop.window_s)
+        _wait(workers, start, loop.window_s, loop.window_requests)
         end = time.perf_counter()
         after = stats_client.get_inference_statistics(model)
         records = [r for w in workers for r in w.records if start <= r[0] < end]
         lat = [r[2] * 1e6 for r in records]
-        window_stats.append({"records": records, "throughput": len(records) / (end - start),
+        window_stats.append({"records": records, "seconds": end - start, "throughput": len(records) / (end - start),
                              "p50": percentile(lat, 50), "before": snapshot, "after": after})
         snapshot = after
         if any(w.error for w in workers):
@@ -175,16 +188,16 @@ def run_level(model: str, concurrency: int, infers: Sequence[Callable], source: 
     if errors:
         raise RuntimeError(f"model {model!r} failed at concurrency {concurrency}: {errors[0]}")
     used = window_stats[-loop.min_windows:]
-    return _level_result(model, concurrency, used, window_stats, stable, loop)
+    return _level_result(model, concurrency, used, window_stats, stable)
 
 
-def _level_result(model: str, concurrency: int, used: list[dict], window_stats: list[dict], stable: bool,
-                  loop: LoopSettings) -> LevelResult:
+def _level_result(model: str, concurrency: int, used: list[dict], window_stats: list[dict],
+                  stable: bool) -> LevelResult:
     records = [r for w in used for r in w["records"]]
     lat = [r[2] * 1e6 for r in records]
     return LevelResult(
         concurrency=concurrency,
-        throughput=len(records) / (loop.window_s * len(used)),
+        throughput=len(records) / sum(w["seconds"] for w in used),
         p50_us=percentile(lat, 50), p90_us=percentile(lat, 90), p95_us=percentile(lat, 95),
         p99_us=percentile(lat, 99), mean_us=float(np.mean(lat)) if lat else float("nan"),
         count=len(records), windows=len(window_stats), stable=stable,

@@ -34,6 +34,16 @@ def test_command_sends_the_served_layout_at_the_asked_shape():
     assert "--shape image:32,48,3" in joined and "--concurrency-range 3:3" in joined
     assert "--measurement-interval 500" in joined and "--max-trials 4" in joined
     assert "--stability-percentage 20" in joined and "-b 1" in joined
+    assert "--warmup-request-count 10" in joined and "--measurement-mode" not in joined
+
+
+def test_count_windows_and_warmup_go_to_both_tools():
+    contract = ModelContract(name="m", task="segmentation", resize=Resize("letterbox", 64, 96), num_classes=3)
+    s = CrosscheckSettings(url="127.0.0.1:8001", model="m", window_requests=25, warmup_requests=7)
+    joined = " ".join(perf_analyzer_command("pa", s, contract, (64, 96), 1, "/tmp/x.csv"))
+    assert "--measurement-mode count_windows --measurement-request-count 25" in joined
+    assert "--warmup-request-count 7" in joined
+    assert (s.loop.window_requests, s.loop.warmup_requests, s.loop.warmup_s) == (25, 7, 0.0)
 
 
 def test_a_run_that_writes_no_csv_is_an_error_with_its_output(tmp_path):
@@ -55,10 +65,11 @@ def test_an_explicit_binary_that_is_not_there_is_named(tmp_path):
 def test_crosscheck_runs_both_tools_side_by_side(triton_server, tmp_path, capsys):
     binary = _perf_analyzer_or_skip()
     out = tmp_path / "cc"
-    # A loose stability rule: the test checks the plumbing on a shared, noisy machine, not the numbers.
+    # The plumbing on a shared, noisy machine, not the numbers: a loose stability rule, and count
+    # windows, so a busy moment cannot leave a window with one request (CI once failed that way).
     rc = bench_main(["crosscheck", "--url", triton_server.grpc_url, "--model", "seg_unet", "--perf-analyzer", binary,
-                     "--concurrency", "1,2", "--window-s", "0.5", "--windows", "5", "--stability", "10",
-                     "--out", str(out)])
+                     "--concurrency", "1,2", "--window-s", "0.2", "--windows", "5", "--window-requests", "10",
+                     "--stability", "10", "--out", str(out)])
     assert rc == 0
     result = json.loads((out / "crosscheck.json").read_text())
     assert result["shape"] == [64, 64]  # the model's own letterbox size
