@@ -83,9 +83,17 @@ def test_torch_predictor_computes_the_served_form(tmp_path, image):
         logits = model(torch.from_numpy(x.transpose(2, 0, 1)[None].copy()))[0].numpy()
     np.testing.assert_array_equal(out.labels, box.invert_labels(logits.argmax(axis=0).astype(np.uint8)))
 
-    _checkpoint(tmp_path / "depth.pt", task="depth")
+    depth_model, meta = _checkpoint(tmp_path / "depth.pt", task="depth")
     depth = TorchPredictor(str(tmp_path / "depth.pt"), resize="stride:16").predict(image).depth
-    assert depth.shape == (24, 40) and depth.min() > 0
+    # Stride mode by hand: pad 24x40 to 32x48 with 114, centred (no resize), normalise, run, crop back.
+    padded = np.full((32, 48, 3), 114, np.uint8)
+    padded[4:28, 4:44] = image
+    x = (padded.astype(np.float32) / 255 - np.array(meta["mean"], np.float32)) / np.array(meta["std"], np.float32)
+    with torch.no_grad():
+        out = depth_model(torch.from_numpy(x.transpose(2, 0, 1)[None].copy()))
+    want = (out[0] if isinstance(out, (tuple, list)) else out)[0, 0].numpy()[4:28, 4:44]
+    assert depth.shape == (24, 40) and np.ptp(want) > 0  # a real map, not a constant
+    np.testing.assert_allclose(depth, want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-
 
 
 def test_check_input_messages(runtime_model):
@@ -30,10 +32,22 @@ def test_group_and_split(runtime_model):
 
 
 def test_default_threads_share_the_cores(runtime_model):
-    cores = runtime_model.default_threads(1)
-    assert cores >= 1
+    cores = len(os.sched_getaffinity(0))  # the cores this process may run on, not the machine's
+    assert runtime_model.default_threads(1) == cores
     assert runtime_model.default_threads(cores * 4) == 1
     assert runtime_model.default_threads(2) == max(1, cores // 2)
+
+
+def test_default_threads_follow_the_cpu_affinity_not_the_machine(runtime_model):
+    # A container or taskset limited to one core: the instance gets one thread, whatever cpu_count says.
+    from serving.runtime_repo import RUNTIME_MODEL
+
+    code = ("import importlib.util, os, sys; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "spec = importlib.util.spec_from_file_location('m', sys.argv[1]); "
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); print(m.default_threads(1))")
+    out = subprocess.run([sys.executable, "-c", code, str(RUNTIME_MODEL)], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.strip() == "1"
 
 
 def test_copied_constants_match_the_contract(runtime_model):

@@ -126,8 +126,14 @@ def test_status_and_metrics(toy_server):
     with toy_server.client() as client:
         client.infer("depth", infer_input(image(9)))
         statuses = {s.name: s for s in collect_status(client, toy_server.skipped, toy_server.admin_headers)}
+        raw = client.get_inference_statistics("depth", as_json=True)["model_stats"][0]  # nothing ran since
     assert statuses["depth"].state == "READY" and statuses["depth"].versions == ["1"]
-    assert statuses["depth"].inference_count >= 1 and statuses["depth"].avg_compute_ms is not None
+    split = raw["inference_stats"]
+    assert statuses["depth"].inference_count == int(raw["inference_count"]) >= 1
+    # Triton's own totals, added by hand: input copy + run + output copy, per request, in ms.
+    ns = sum(int(split[k]["ns"]) for k in ("compute_input", "compute_infer", "compute_output"))
+    assert statuses["depth"].avg_compute_ms == pytest.approx(ns / int(split["compute_infer"]["count"]) / 1e6)
+    assert statuses["depth"].avg_compute_ms > 0
     with urllib.request.urlopen(toy_server.metrics_url, timeout=10) as response:
         text = response.read().decode()
     assert 'nv_inference_count{model="depth",version="1"}' in text
