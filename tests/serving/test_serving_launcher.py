@@ -168,3 +168,18 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return ""
+
+
+@pytest.mark.parametrize("version,refused", [("1.26.4", False), ("2.0.0", True), ("2.3.1", True)])
+def test_numpy_2_is_refused_before_the_stub_serves_empty_outputs(monkeypatch, version, refused):
+    import importlib.metadata
+
+    from serving import wheel
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: version if name == "numpy" else real(name))
+    if refused:
+        with pytest.raises(ServingError, match=rf"NumPy 1\.x, this environment has {version}.*numpy<2"):
+            wheel.check_numpy()
+    else:
+        wheel.check_numpy()
