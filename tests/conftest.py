@@ -28,6 +28,7 @@ if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
 ZOO_MODELS = {"seg_unet": "segmentation", "depth_unet": "depth", "matting_unet": "matting"}
 ZOO_SIZE = 64
 ZOO_WIDTH = 8
+ZOO_EPOCHS = 20
 
 
 # ---- ports --------------------------------------------------------------------------------------
@@ -177,15 +178,26 @@ def zoo_dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def zoo_checkpoints(zoo_dataset) -> dict[str, Path]:
-    """model name -> checkpoint of a UNet trained one short epoch on `zoo_dataset`."""
+    """model name -> checkpoint of a UNet trained on `zoo_dataset` (about a second per model).
+
+    Long enough that the segmentation model draws several classes: after one epoch it answered
+    one class everywhere, so a served-vs-local label check could not see a misplaced pixel."""
+    import numpy as np
+
+    from clients.images import load_image
+    from evaluation.predictors import TorchPredictor
     from models.train import TrainConfig, train
 
     out = {}
     for name, task in ZOO_MODELS.items():
         path = zoo_dataset.parent / "checkpoints" / f"{name}.pt"
-        train(TrainConfig(arch="unet", task=task, data=str(zoo_dataset), epochs=1, out=str(path), size=ZOO_SIZE,
-                          width=ZOO_WIDTH, batch_size=4, seed=0, progress=False))
+        train(TrainConfig(arch="unet", task=task, data=str(zoo_dataset), epochs=ZOO_EPOCHS, out=str(path),
+                          size=ZOO_SIZE, width=ZOO_WIDTH, batch_size=4, seed=0, progress=False))
         out[name] = path
+    model = TorchPredictor(str(out["seg_unet"]), resize=f"letterbox:{ZOO_SIZE}x{ZOO_SIZE}")
+    for image in sorted((zoo_dataset / "images" / "val").iterdir()):
+        classes = np.unique(model.predict(load_image(str(image))).labels)
+        assert len(classes) >= 3, f"the zoo seg model draws only classes {classes} on {image.name}: train it longer"
     return out
 
 
