@@ -38,20 +38,27 @@ def _non_degenerate(model: nn.Module, std: float = 0.2, seed: int = SEED) -> nn.
 
 
 def segformer(num_classes: int = 5) -> nn.Module:
-    """SegFormer (MiT encoder, all-MLP decoder); logits at H/4."""
+    """SegFormer (MiT encoder, all-MLP decoder); logits at H/4.
+
+    Two encoder stages, not the stock four: every op kind stays (overlapping patch embedding,
+    efficient attention with and without its sequence-reduction conv, Mix-FFN, the decoder's
+    per-stage MLPs and upsampling), at half the export time."""
     from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
-    config = SegformerConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 2, 2],
+    config = SegformerConfig(num_encoder_blocks=2, hidden_sizes=[8, 16], depths=[1, 1], num_attention_heads=[1, 2],
+                             sr_ratios=[2, 1], patch_sizes=[7, 3], strides=[4, 2], mlp_ratios=[4, 4],
                              decoder_hidden_size=32, num_labels=num_classes)
     return _non_degenerate(SegformerForSemanticSegmentation(config))
 
 
 def upernet_convnext(num_classes: int = 5) -> nn.Module:
-    """UperNet (PSP pooling + FPN) on a ConvNeXt backbone."""
+    """UperNet (PSP pooling + FPN) on a ConvNeXt backbone.
+
+    Two backbone stages, not the stock four: the FPN still fuses two levels and the PSP module
+    still pools the last one into 1, 2, 3 and 6 bins (more bins than it has pixels at small sizes)."""
     from transformers import ConvNextConfig, UperNetConfig, UperNetForSemanticSegmentation
 
-    backbone = ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1],
-                              out_features=["stage1", "stage2", "stage3", "stage4"])
+    backbone = ConvNextConfig(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], out_features=["stage1", "stage2"])
     config = UperNetConfig(backbone_config=backbone, hidden_size=16, use_auxiliary_head=False, num_labels=num_classes)
     return _non_degenerate(UperNetForSemanticSegmentation(config))
 
