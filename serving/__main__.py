@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the server and its models")
     start.add_argument("--allow-failed-models", action="store_true",
                        help="keep serving the models that load when others fail (status says why they failed)")
+    start.add_argument("--grpc-request-pool", type=int, default=0,
+                       help="gRPC request objects Triton keeps for reuse; each keeps its largest request's bytes, "
+                            "so 0 (the default) keeps no refused oversized request in memory (Triton's own: 8)")
     start.add_argument("--ssl-cert", type=Path, default=None, help="PEM certificate: serve gRPC over TLS")
     start.add_argument("--ssl-key", type=Path, default=None, help="PEM private key of --ssl-cert")
     start.add_argument("--ssl-root-cert", type=Path, default=None,
@@ -77,7 +80,7 @@ def cmd_start(args: argparse.Namespace, state_dir: Path) -> int:
         metrics_port=args.metrics_port, log_file=args.log, tritonserver=args.tritonserver, mode=args.mode,
         state_dir=state_dir, startup_timeout_s=args.timeout, allow_failed_models=args.allow_failed_models,
         die_with_parent=args.foreground, ssl_cert=args.ssl_cert, ssl_key=args.ssl_key,
-        ssl_root_cert=args.ssl_root_cert,
+        ssl_root_cert=args.ssl_root_cert, grpc_request_pool=args.grpc_request_pool,
     )
     server = start_server(settings)
     print(_status_text(server))

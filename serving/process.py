@@ -74,6 +74,8 @@ def server_command(binary: Path, repository: Path, backends: Path, settings: Ser
         f"--grpc-port={settings.grpc_port}",
         f"--metrics-address={settings.host}",
         f"--metrics-port={settings.metrics_port}",
+        # Bounded memory: see ServerSettings.grpc_request_pool.
+        f"--grpc-infer-allocation-pool-size={settings.grpc_request_pool}",
         "--allow-metrics=true",
         f"--exit-timeout-secs={int(settings.stop_timeout_s)}",
         f"--log-verbose={settings.log_verbose}",

@@ -80,6 +80,10 @@ class ServerSettings:
     ssl_root_cert: Optional[Path] = None
     # Tests and --foreground: SIGTERM the server if the starting process dies without stop() (see above).
     die_with_parent: bool = False
+    # gRPC request/response objects Triton keeps for reuse. A pooled object keeps the buffer of the
+    # largest request it ever carried, so a pool of N holds up to N oversized (refused) requests'
+    # bytes for good; 0 frees each one after its answer. Triton's default is 8.
+    grpc_request_pool: int = 0
 
     def __post_init__(self) -> None:
         self.repository = Path(self.repository).expanduser()
@@ -110,6 +114,8 @@ class ServerSettings:
             raise ValueError(f"HTTP, gRPC and metrics ports must differ, got {ports}")
         if self.startup_timeout_s <= 0 or self.stop_timeout_s <= 0:
             raise ValueError("startup and stop timeouts must be positive")
+        if self.grpc_request_pool < 0:
+            raise ValueError(f"--grpc-request-pool must be >= 0, got {self.grpc_request_pool}")
 
     @property
     def resolved_log_file(self) -> Path:

@@ -13,6 +13,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import InferenceServerException
 
+import serving_toys as toys
 from serving.wheel import STUB_NAME
 from serving_toys import TOY_MAX_SIZE, assert_matches, image, infer_input, reference
 
@@ -145,3 +146,29 @@ def test_derived_config_bounds_the_queue(toy_server):
     assert config.dynamic_batching.default_queue_policy.max_queue_size > 0
     assert config.parameters["pixelport.max_size"].string_value == "{}x{}".format(*TOY_MAX_SIZE)
     assert int(config.parameters["pixelport.max_request_bytes"].string_value) > 0
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_repeated_oversized_requests_over_grpc_do_not_pile_up_in_the_server(tmp_path, own_server):
+    """The attacker's path: 192 MB requests sent over gRPC, each refused. Triton must receive every
+    byte before any backend can look at them, and the first one also grows the python backend's
+    shared-memory pool for good, so memory cannot stay flat; what must hold is that refused requests
+    do not accumulate. With Triton's default pool of 8 reusable request objects, each keeping its
+    largest request's buffer, tritonserver's private memory grew by about one request per request
+    (38 -> 1324 MB over 8 here); `grpc_request_pool=0` frees each one after its answer."""
+    source = tmp_path / "repo"
+    toys.publish(source, toys.segmentation_contract("seg"), toys.segmentation_onnx(seed=0), version=1)
+    server = own_server(source)
+    huge = np.zeros((1, 8000, 8000, 3), np.uint8)
+    request = huge.nbytes / 1024  # kB
+    anon = []
+    with server.client() as client:
+        for _ in range(6):
+            with pytest.raises(InferenceServerException) as info:
+                client.infer("seg", infer_input(huge))
+            assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+            anon.append(memory_kb(server.pid)["RssAnon"])
+    grown = anon[-1] - anon[1]  # after the second: the pool and the first buffers are in place
+    assert grown < 1.5 * request, f"tritonserver's private memory grew {grown / 1024:.0f} MB over 4 refused " \
+                                  f"requests of {request / 1024:.0f} MB: {[round(a / 1024) for a in anon]} MB"

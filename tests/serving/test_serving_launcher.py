@@ -50,6 +50,12 @@ def test_command_uses_explicit_model_control_and_the_given_ports(tmp_path):
     assert "--backend-config=python,shm-region-prefix-name=pixelport_triton_x_" in cmd
     restricted = "model-repository,logging,trace:pixelport-admin-key=KEY"
     assert {f"--http-restricted-api={restricted}", f"--grpc-restricted-protocol={restricted}"} <= set(cmd)
+    assert "--grpc-infer-allocation-pool-size=0" in cmd  # no refused oversized request kept for reuse
+    pooled = server_command(Path("/bin/tritonserver"), Path("/r"), Path("/b"),
+                            settings(tmp_path, grpc_request_pool=8), "p_", "K")
+    assert "--grpc-infer-allocation-pool-size=8" in pooled
+    with pytest.raises(ValueError, match="--grpc-request-pool"):
+        settings(tmp_path, grpc_request_pool=-1)
 
 
 def test_embedded_env_carries_the_wheel_facts():
