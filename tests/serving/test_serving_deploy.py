@@ -25,8 +25,11 @@ def by_kind() -> dict[str, list[dict]]:
 
 
 def assert_restricted(args: list[str], key_reference: str) -> None:
-    """Model control, logging and trace are restricted on HTTP and gRPC to the admin key."""
+    """Model control, logging and trace are restricted on HTTP and gRPC to the admin key, and no
+    gRPC request object is kept for reuse (as `python -m serving start` runs Triton)."""
     from serving import admin
+
+    assert "--grpc-infer-allocation-pool-size=0" in args
 
     for flag in ("--http-restricted-api=", "--grpc-restricted-protocol="):
         (arg,) = [a for a in args if a.startswith(flag)]
