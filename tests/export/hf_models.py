@@ -74,14 +74,18 @@ def dpt(task: str = "depth") -> nn.Module:
 
 
 def depth_anything(task: str = "depth") -> nn.Module:
-    """Depth Anything (Dinov2 backbone, patch 14, DPT head)."""
+    """Depth Anything (Dinov2 backbone, patch 14, DPT head).
+
+    Two backbone layers and neck stages, not four: the neck still reassembles up (transposed conv,
+    factor 4) and down (strided conv, factor 0.5) and fuses, and the head still sizes its output
+    with `int()` from the patch grid (depth at the input size)."""
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
-    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
-                            image_size=56, patch_size=14, out_features=["stage1", "stage2", "stage3", "stage4"],
+    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                            image_size=56, patch_size=14, out_features=["stage1", "stage2"],
                             reshape_hidden_states=False)
-    config = DepthAnythingConfig(backbone_config=backbone, neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16,
-                                 head_hidden_size=8, reassemble_hidden_size=32, patch_size=14)
+    config = DepthAnythingConfig(backbone_config=backbone, neck_hidden_sizes=[8, 32], reassemble_factors=[4, 0.5],
+                                 fusion_hidden_size=16, head_hidden_size=8, reassemble_hidden_size=32, patch_size=14)
     return _non_degenerate(DepthAnythingForDepthEstimation(config))
 
 
