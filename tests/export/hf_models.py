@@ -64,12 +64,15 @@ def upernet_convnext(num_classes: int = 5) -> nn.Module:
 
 
 def dpt(task: str = "depth") -> nn.Module:
-    """DPT (ViT-style encoder, patch 16) for depth."""
+    """DPT (ViT-style encoder, patch 16) for depth.
+
+    Two encoder layers and neck stages, not four: both reassemble by transposed convs (factors 4
+    and 2) and fuse, the patch grid is still baked in, and depth still comes out at the input size."""
     from transformers import DPTConfig, DPTForDepthEstimation
 
-    config = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
-                       image_size=64, patch_size=16, backbone_out_indices=[0, 1, 2, 3],
-                       neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, head_in_index=-1)
+    config = DPTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                       image_size=64, patch_size=16, backbone_out_indices=[0, 1], reassemble_factors=[4, 2],
+                       neck_hidden_sizes=[8, 16], fusion_hidden_size=16, head_in_index=-1)
     return _non_degenerate(DPTForDepthEstimation(config))
 
 
