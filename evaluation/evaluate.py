@@ -30,7 +30,7 @@ from clients.images import ImageError, load_image
 from clients.metrics import DepthMetrics, Metrics, SegmentationMetrics, metrics_from_json
 from clients.metrics.tasks import DEFAULT_DEPTH_RANGE, depth_scoring, make_metrics
 from .fingerprint import fingerprint_differences, inference_settings, model_fingerprint, short
-from .predictors import Predictor
+from .predictors import BackendUnreachable, Predictor
 
 log = logging.getLogger(__name__)
 STATE_VERSION = 1
@@ -96,6 +96,7 @@ class Outcome:
     target: Optional[np.ndarray] = None
     pred: Optional[np.ndarray] = None
     trimap: Optional[np.ndarray] = None  # matting: the dataset's own trimap, when it has one
+    unreachable: bool = False  # the backend's server did not answer at all (see BackendUnreachable)
 
 
 class _RateLimiter:
@@ -212,7 +213,8 @@ def _work(sample: Sample, dataset: Dataset, kind: str, predictor: Predictor, lim
     try:
         pred = predictor.predict_batch([image])[0].primary
     except Exception as exc:  # any backend error is this sample's failure; the run goes on
-        return Outcome(sample, "predict", f"{type(exc).__name__}: {exc}")
+        return Outcome(sample, "predict", f"{type(exc).__name__}: {exc}",
+                       unreachable=isinstance(exc, BackendUnreachable))
     if pred.shape != target.shape[:2]:
         return Outcome(sample, "predict", f"prediction is {pred.shape}, expected {target.shape[:2]}")
     return Outcome(sample, image=image if keep_image else None, target=target, pred=pred, trimap=trimap)
@@ -316,8 +318,11 @@ class _Run:
                                   "error": outcome.error, "stage": outcome.stage})
         log.debug("failed %s: %s", outcome.sample.image, outcome.error)
         self.backend_failures += outcome.stage == "predict"
+        resume = " with the same --state to resume" if self.s.state else ""
+        if outcome.unreachable:  # the server is gone: each later image would wait out the retries too
+            raise BackendError(f"stopped after {len(self.state.done)} evaluated images: {outcome.error}; "
+                               f"bring the server back and rerun{resume} (a failed request is retried then)")
         if self.backend_failures >= self.s.abort_after and self.successes == 0:
-            resume = " with the same --state to resume" if self.s.state else ""
             raise BackendError(f"the {self.predictor.backend} backend failed on {self.backend_failures} images and "
                                f"succeeded on none (last: {outcome.error}); fix it and rerun{resume}")
 

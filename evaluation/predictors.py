@@ -186,6 +186,11 @@ def _safe_name(text: str) -> str:
     return cleaned[:128] or "checkpoint"
 
 
+class BackendUnreachable(RuntimeError):
+    """No server answered within the client's retry budget: every later image would wait as long
+    and fail the same way, so the evaluation stops (its --state resumes it)."""
+
+
 class TritonPredictor:
     """The served model over gRPC: a thin adapter over `clients.DenseClient`."""
 
@@ -201,9 +206,14 @@ class TritonPredictor:
         self.name, self.source = model, f"{url}/{model}"
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
-        if self.window is not None:
-            return [self.client.predict(img, window=self.window) for img in images]
-        return self.client.predict_batch(list(images))
+        from clients.client import ServerUnavailableError
+
+        try:
+            if self.window is not None:
+                return [self.client.predict(img, window=self.window) for img in images]
+            return self.client.predict_batch(list(images))
+        except ServerUnavailableError as exc:
+            raise BackendUnreachable(str(exc)) from exc
 
     def predict(self, image: np.ndarray) -> Prediction:
         return self.predict_batch([image])[0]
