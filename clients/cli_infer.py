@@ -10,6 +10,8 @@ mirrored under --out). Per image it writes what clients.outputs describes (files
 goes to stderr; at the end a summary and DIR/failed.json: every input that failed, with its reason,
 also those that could not be read at all (symbolic-link loops, permission errors, folders that
 cannot be listed) and images the image library warned about (e.g. decompression bombs).
+If the server stops answering mid-run (no server within the retry budget), the run stops there:
+the images not yet sent are listed as "not processed" rather than each waiting out the retries.
 Exit status: 0 all written, 1 some failed (the good ones are still written), 2 nothing could
 run (no inputs, server unreachable, model missing or not a pixelport model).
 """
@@ -29,7 +31,7 @@ from typing import Optional
 
 from .aio import AsyncDenseClient
 from .contract import ContractError
-from .client import ClientStats, InferenceError
+from .client import ClientStats, InferenceError, ServerUnavailableError
 from .files import atomic_write_json
 from .images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageError, load_image
 from .outputs import write_prediction
@@ -169,14 +171,19 @@ async def _infer_all(settings: InferSettings, jobs: list[tuple[Path, Path]], rep
     for job in jobs:
         queue.put_nowait(job)
 
+    gone: list[str] = []  # set once no server answered: every later image would wait as long
+
     async def worker() -> None:
-        while not queue.empty():
+        while not queue.empty() and not gone:
             path, stem = queue.get_nowait()
             try:
                 image = await asyncio.to_thread(load_image, path, settings.max_pixels)
                 pred = await client.predict(image, str(path))
                 files = await asyncio.to_thread(write_prediction, pred, client.contract, stem, image, settings.overlay)
                 report.written[str(path)] = [str(f) for f in files]
+            except ServerUnavailableError as exc:
+                report.failed[str(path)] = _reason(path, exc)
+                gone.append(str(exc))
             except (ImageError, InferenceError, ValueError, OSError) as exc:
                 report.failed[str(path)] = _reason(path, exc)
             except Exception as exc:  # the CLI edge: one image's surprise never stops the run
@@ -188,6 +195,10 @@ async def _infer_all(settings: InferSettings, jobs: list[tuple[Path, Path]], rep
         await client.connect()
         # Twice the request bound: while some workers decode or write, others keep requests in flight.
         await asyncio.gather(*(worker() for _ in range(2 * settings.concurrency)))
+        while not queue.empty():  # the server went away mid-run: the rest is listed, not sent
+            path, _ = queue.get_nowait()
+            report.failed[str(path)] = f"not processed: the server stopped answering ({gone[0]})"
+            progress.update(False)
     finally:
         progress.close()
         await client.close()

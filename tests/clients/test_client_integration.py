@@ -11,6 +11,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -394,6 +395,63 @@ def test_server_restart_mid_infer_loses_no_image(zoo_repository, server_settings
     assert len(report.written) == total and all((out / f"{i:03d}.png").exists() for i in range(total))
     assert json.loads((out / "failed.json").read_text()) == []
 
+
+
+def test_server_sigkilled_mid_infer_stops_the_run_and_accounts_for_every_image(zoo_repository, own_server,
+                                                                              tmp_path, monkeypatch):
+    """SIGKILL, and no server comes back within the retry budget: the image that met it fails as
+    unavailable, the images not yet sent are listed as not processed (none waits out the retries
+    again), and the same command writes them all once a server is back."""
+    repository = tmp_path / "repo"
+    shutil.copytree(zoo_repository / "seg_unet", repository / "seg_unet")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    total, first = 30, 6
+    for i, img in enumerate(images([(40 + i % 50, 90 - i % 40) for i in range(total)], seed=6)):
+        Image.fromarray(img).save(inputs / f"{i:03d}.png")
+    killed = threading.Event()
+    load_image = clients.cli_infer.load_image
+
+    def gated_load(path, *args):
+        if int(Path(path).stem) >= first:  # the rest wait until the server is dead
+            assert killed.wait(timeout=300), "the test never killed the server"
+        return load_image(path, *args)
+
+    monkeypatch.setattr(clients.cli_infer, "load_image", gated_load)
+    server = own_server(repository)
+    out, report, box = tmp_path / "out", InferReport(), {}
+    settings = InferSettings(urls=[server.grpc_url], model="seg_unet", inputs=[inputs], out=out, concurrency=2,
+                             retries=3, backoff_s=0.05)
+
+    def run():
+        try:
+            run_infer(settings, report)
+        except Exception as exc:  # surfaced by the asserts below
+            box["error"] = exc
+
+    worker = threading.Thread(target=run)
+    try:
+        worker.start()
+        wait_until(lambda: len(report.written) == first or not worker.is_alive(), 120, f"{first} images are written")
+        os.kill(server.pid, signal.SIGKILL)
+        killed.set()
+        worker.join(timeout=120)
+        assert not worker.is_alive(), "infer did not stop after the server died"
+    finally:
+        killed.set()
+        worker.join(timeout=30)
+    assert "error" not in box, box.get("error")
+    assert len(report.written) == first and len(report.written) + len(report.failed) == total
+    reasons = list(report.failed.values())
+    unavailable = [r for r in reasons if not r.startswith("not processed")]
+    assert 1 <= len(unavailable) <= 4 and all("UNAVAILABLE" in r or "unavailable" in r.lower() for r in unavailable)
+    assert len(reasons) - len(unavailable) >= total - first - 4  # listed, never sent
+    assert {e["input"] for e in json.loads((out / "failed.json").read_text())} == set(report.failed)
+
+    back = own_server(repository, http_port=server.record.http_port, grpc_port=server.record.grpc_port,
+                      metrics_port=server.record.metrics_port)
+    again = run_infer(settings)
+    assert again.failed == {} and len(again.written) == total and back.grpc_url == server.grpc_url
 
 @pytest.mark.slow
 def test_tls_against_a_real_triton(triton_server, zoo_repository, own_server, tmp_path):
