@@ -49,16 +49,38 @@ def probe_input(batch: int, hw: tuple[int, int], seed: int = 0) -> torch.Tensor:
     return torch.randn(batch, 3, hw[0], hw[1], generator=torch.Generator().manual_seed(seed))
 
 
-def _dynamic_shapes(contract: ModelContract, profile: Profile) -> tuple[dict[int, Dim], ...]:
+def _dynamic_shapes(contract: ModelContract, profile: Profile,
+                    served: Optional[torch.nn.Module] = None) -> tuple[dict[int, Dim], ...]:
     # max >= 3: a range of [1, 2] traced at 2 collapses to the constant 2 (sizes 0 and 1 are specialised)
-    batch = Dim("batch", min=1, max=max(TRACE_BATCH + 1, profile.max_batch))
-    dims = {0: batch}
+    batch = (1, max(TRACE_BATCH + 1, profile.max_batch))
+    # No upper bound on H/W: the graph stays valid past the profile; the gate checks the profile.
+    height, width = ((max(2, profile.min_hw[0]), None), (max(2, profile.min_hw[1]), None))
+    # A .pt2 source carries its own ranges: narrow to them (what the ONNX exporter would otherwise
+    # do itself after a failed first trace), when the traced sizes stay inside
+    own = getattr(getattr(served, "model", None), "input_ranges", None) or {}
+    trace = {0: TRACE_BATCH, 2: profile.opt_hw[0], 3: profile.opt_hw[1]}  # the inner model's NCHW axes
+    batch = _narrowed(batch, own.get(0), trace[0])
+    height = _narrowed(height, own.get(2), trace[2])
+    width = _narrowed(width, own.get(3), trace[3])
+    dims = {0: Dim("batch", min=batch[0], max=batch[1])}
     if not profile.static:
-        # No upper bound: the graph stays valid past the profile; the gate checks the profile.
-        h = Dim("height", min=max(2, profile.min_hw[0]))
-        w = Dim("width", min=max(2, profile.min_hw[1]))
+        h = Dim("height", min=height[0], max=height[1]) if height[1] is not None else Dim("height", min=height[0])
+        w = Dim("width", min=width[0], max=width[1]) if width[1] is not None else Dim("width", min=width[0])
         dims.update(dict(zip(contract.hw_axes, (h, w))))
     return (dims,)
+
+
+def _narrowed(wanted: tuple[int, Optional[int]], own: Optional[tuple[int, Optional[int]]],
+              traced: int) -> tuple[int, Optional[int]]:
+    """`wanted` intersected with the model's `own` range, unless that would exclude the traced size
+    or leave it the only size (then torch decides, as without it)."""
+    if own is None:
+        return wanted
+    lo = max(wanted[0], own[0])
+    hi = own[1] if wanted[1] is None else wanted[1] if own[1] is None else min(wanted[1], own[1])
+    if lo > traced or (hi is not None and (hi < traced or hi <= max(lo, traced - 1, 2))):
+        return wanted
+    return lo, hi
 
 
 class _GuardLog(logging.Handler):
@@ -139,7 +161,8 @@ def size_guards(served: torch.nn.Module, contract: ModelContract, profile: Profi
     sample = sample_input(contract, TRACE_BATCH, profile.opt_hw)
     with _guard_log() as found, ExactPooling(), torch.no_grad():
         try:
-            torch.export.export(served, (sample,), dynamic_shapes=_dynamic_shapes(contract, profile), strict=False)
+            torch.export.export(served, (sample,), dynamic_shapes=_dynamic_shapes(contract, profile, served),
+                                strict=False)
         except Exception as exc:  # a constraint violation is what we are looking for; others say little
             log.debug("torch.export failed while looking for size guards: %s", _root_cause(exc))
     axis_names = {contract.hw_axes[0]: "height", contract.hw_axes[1]: "width", 0: "batch"}
@@ -180,7 +203,7 @@ def export_onnx(served: torch.nn.Module, contract: ModelContract, profile: Profi
         with pooling, torch.no_grad():
             program = torch.onnx.export(
                 served, (sample,), dynamo=True, input_names=[INPUT_NAME], output_names=output_names,
-                dynamic_shapes=_dynamic_shapes(contract, profile), opset_version=opset,
+                dynamic_shapes=_dynamic_shapes(contract, profile, served), opset_version=opset,
                 optimize=True, verbose=False,
             )
     except Exception as exc:  # the exporter wraps everything in its own error types

@@ -43,9 +43,14 @@ class FrozenProgram(nn.Module):
     """Holds `ExportedProgram.module()`: its graph fixed train/eval mode at export time and its
     GraphModule refuses `.train()`/`.eval()`, so this holder makes both a no-op."""
 
-    def __init__(self, graph_module: nn.Module) -> None:
+    def __init__(self, graph_module: nn.Module,
+                 input_ranges: Optional[dict[int, tuple[int, Optional[int]]]] = None) -> None:
         super().__init__()
         self.program = graph_module
+        # input axis -> (min, max or None): the sizes the program was exported for. Tracing it again
+        # for wider ranges fails on its own range checks, and the ONNX exporter then traces a second
+        # time with the ranges narrowed to these; asking for them up front saves that failed trace.
+        self.input_ranges = input_ranges or {}
 
     def train(self, mode: bool = True) -> "FrozenProgram":
         return self
@@ -213,7 +218,39 @@ def _load_exported(settings: ExportSettings) -> LoadedModel:
         raise ExportError(f"--exported {settings.exported!r} is not a torch.export .pt2 file: "
                           f"{str(exc).splitlines()[0]}") from exc
     _check_program_input(program, settings)
-    return LoadedModel(FrozenProgram(program.module()), "exported")
+    return LoadedModel(FrozenProgram(program.module(), _input_ranges(program)), "exported")
+
+
+def _input_ranges(program: "torch.export.ExportedProgram") -> dict[int, tuple[int, Optional[int]]]:
+    """The program's own range for each dynamic axis of its image input (best effort: {} if unknown)."""
+    ranges: dict[int, tuple[int, Optional[int]]] = {}
+    try:
+        node = _image_placeholder(program)
+        for axis, size in enumerate(node.meta["val"].shape):
+            if not isinstance(size, torch.SymInt):
+                continue
+            vr = program.range_constraints.get(size.node.expr)
+            lower = _bound(vr.lower) if vr is not None else None
+            if lower is not None:
+                ranges[axis] = (lower, _bound(vr.upper))
+    except Exception as exc:  # only an optimisation: without it torch narrows the ranges itself
+        log.debug("cannot read the program's input ranges: %s", exc)
+        return {}
+    return ranges
+
+
+def _bound(value: Any) -> Optional[int]:
+    """A range end as an int; None for torch's infinities (whose is_finite says True)."""
+    try:
+        bound = int(value)
+    except Exception:  # int_oo / oo
+        return None
+    return bound if abs(bound) < 2**62 else None
+
+
+def _image_placeholder(program: "torch.export.ExportedProgram") -> Any:
+    user_inputs = [s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    return next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == user_inputs[0])
 
 
 def _check_program_input(program: "torch.export.ExportedProgram", settings: ExportSettings) -> None:
@@ -222,7 +259,7 @@ def _check_program_input(program: "torch.export.ExportedProgram", settings: Expo
     if len(user_inputs) != 1:
         raise ExportError(f"--exported program takes {len(user_inputs)} inputs; pixelport serves models "
                           "with one (B, 3, H, W) image input")
-    node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == user_inputs[0])
+    node = _image_placeholder(program)
     shape = tuple(node.meta["val"].shape)
     if len(shape) != 4:
         raise ExportError(f"--exported program's input has shape {shape}; expected (B, 3, H, W)")
