@@ -53,3 +53,35 @@ def test_a_file_that_is_not_torchscript(tmp_path, capsys):
     code = main(["--name", "m", "--repository", str(tmp_path / "repo"), "--torchscript", str(tmp_path / "x.ts"),
                  "--resize", "letterbox:64x64"])
     assert code == 2 and "is not a TorchScript file" in capsys.readouterr().err
+
+
+def test_a_pt2_is_traced_within_its_own_input_ranges(tmp_path):
+    """Asking torch for wider ranges than the program's own fails its range checks and makes the
+    ONNX exporter trace the model twice; export asks for the intersection up front."""
+    from export.onnx_export import _dynamic_shapes, _narrowed
+    from export.settings import Profile
+    from export.sources import FrozenProgram, _input_ranges
+
+    dims = {0: Dim("batch", min=1, max=16), 2: Dim("h", min=32, max=2048), 3: Dim("w", min=32, max=2048)}
+    torch.export.save(torch.export.export(PoolNet().eval(), (torch.randn(2, 3, 64, 64),), dynamic_shapes=(dims,)),
+                      tmp_path / "p.pt2")
+    program = torch.export.load(tmp_path / "p.pt2")
+    assert _input_ranges(program) == {0: (1, 16), 2: (32, 2048), 3: (32, 2048)}
+
+    class Served(torch.nn.Module):  # what _dynamic_shapes reads: served.model.input_ranges
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = FrozenProgram(program.module(), _input_ranges(program))
+
+    class Contract:
+        hw_axes = (1, 2)
+
+    profile = Profile((32, 32), (64, 64), (384, 384), 8)
+    (got,) = _dynamic_shapes(Contract(), profile, Served())
+    assert [(d.min, d.max) for d in (got[0], got[1], got[2])] == [(1, 8), (32, 2048), (32, 2048)]
+    (plain,) = _dynamic_shapes(Contract(), profile)  # other sources: no upper bound on H/W
+    assert plain[1].min == 32 and plain[1].max > 2**30
+    # a range that would exclude the traced size, or leave only it, is left to torch
+    assert _narrowed((32, None), (100, 2048), 64) == (32, None)
+    assert _narrowed((1, 8), (1, 2), 2) == (1, 8)
+    assert _narrowed((32, None), (5, None), 64) == (32, None)
