@@ -506,3 +506,91 @@ def test_graph_io_of_a_static_contract_checks_only_the_batch(tmp_path):
     assert check_graph_io(graph(tmp_path / "a.onnx", inputs=(("image", ["b", 8, 8, 3]),)), static) is None
     assert check_graph_io(graph(tmp_path / "b.onnx", inputs=(("image", [4, 8, 8, 3]),)), static) == \
         FIXED.format("batch", 4)
+
+
+# ---- the run, on a hand-built graph --------------------------------------------------------------------
+def mean_rgb_graph(path, reshape_to=None):
+    """uint8 (B, H, W, 3) -> depth (B, H, W), the mean over RGB; with `reshape_to`, a graph that
+    only runs at that one (B, H, W) (onnxruntime fails at every other shape)."""
+    nodes = [helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceMean", ["f", "axes"], ["m" if reshape_to else "depth"], keepdims=0)]
+    inits = [helper.make_tensor("axes", TensorProto.INT64, [1], [3])]
+    if reshape_to:
+        nodes.append(helper.make_node("Reshape", ["m", "shape"], ["depth"]))
+        inits.append(helper.make_tensor("shape", TensorProto.INT64, [3], list(reshape_to)))
+    g = helper.make_graph(nodes, "mean_rgb",
+                          [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", "height", "width", 3])],
+                          [helper.make_tensor_value_info("depth", TensorProto.FLOAT, ["batch", "height", "width"])],
+                          inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return path
+
+
+class RecordingMean(torch.nn.Module):
+    """The eager twin of mean_rgb_graph; keeps every input it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor]:
+        self.inputs.append(image.clone())
+        return (image.float().mean(-1),)
+
+
+GATE_DEPTH = ModelContract(name="d", task="depth", resize=Resize("letterbox", 8, 12), output_kind="depth")
+SMALL = Profile((8, 12), (8, 12), (16, 16), max_batch=2)  # cases: 8x12 at batch 1 and 2, 16x16 at batch 1
+
+
+def test_run_gate_feeds_each_case_its_own_seeded_input(tmp_path):
+    import time
+
+    from export.parity import run_gate
+
+    model = RecordingMean()
+    t0 = time.perf_counter()
+    r = run_gate(model, mean_rgb_graph(tmp_path / "m.onnx"), GATE_DEPTH, SMALL, FP32)
+    elapsed = time.perf_counter() - t0
+    assert r.passed and r.precision == "fp32" and r.tolerance is FP32
+    assert [(c.batch, c.hw) for c in r.cases] == [(1, (8, 12)), (2, (8, 12)), (1, (16, 16))]
+    assert 0.0 < r.seconds <= elapsed
+    assert len(model.inputs) == 3
+    for i, (x, (b, hw)) in enumerate(zip(model.inputs, gate_cases(SMALL))):
+        assert torch.equal(x, sample_input(GATE_DEPTH, b, hw, seed=1000 + i))
+    assert run_gate(RecordingMean(), tmp_path / "m.onnx", GATE_DEPTH, SMALL, FP32, "fp16").precision == "fp16"
+
+
+def test_run_gate_reports_onnxruntime_failures_without_logging_them(tmp_path, capfd):
+    import warnings
+
+    from export.parity import run_gate
+
+    path = mean_rgb_graph(tmp_path / "r.onnx", reshape_to=(1, 8, 12))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. onnxruntime's warning for a provider it does not have
+        r = run_gate(RecordingMean(), path, GATE_DEPTH, SMALL, FP32)
+    assert [c.passed for c in r.cases] == [True, False, False]
+    assert r.cases[1].error.startswith("onnxruntime failed: Fail: [ONNXRuntimeError]")
+    err = capfd.readouterr().err
+    assert "onnxruntime" not in err and "EP Error" not in err  # a failing shape is a finding, not a log line
+
+
+def test_the_session_runs_on_the_cpu_and_logs_only_fatal_errors(tmp_path):
+    from export.parity import _session
+
+    session = _session(mean_rgb_graph(tmp_path / "m.onnx"))
+    assert session.get_providers() == ["CPUExecutionProvider"]
+    assert session.get_session_options().log_severity_level == 4
+
+
+def test_graph_io_reads_no_external_weights(tmp_path):
+    """Only the graph's I/O is read: the weights, maybe gigabytes in a separate file, are not loaded."""
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 4], np.full(16, 0.5, np.float32).tobytes(), raw=True)
+    nodes = [helper.make_node("Identity", ["image"], ["depth"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("image", TensorProto.UINT8, ["b", "h", "w", 3])],
+                          [helper.make_tensor_value_info("depth", TensorProto.UINT8, None)], [w])
+    path = tmp_path / "m.onnx"
+    onnx.save_model(helper.make_model(g), str(path), save_as_external_data=True, location="weights.bin",
+                    size_threshold=0)
+    (tmp_path / "weights.bin").unlink()  # loading the weights would now fail
+    assert check_graph_io(path, DEPTH) is None
