@@ -37,9 +37,15 @@ def add_parser(sub) -> None:
                    help="seconds per measurement window in the throughput sweep (default: %(default)s)")
     p.add_argument("--windows", type=int, default=4,
                    help="most measurement windows per concurrency level (default: %(default)s)")
+    p.add_argument("--stability", type=float, default=0.10,
+                   help="the sweep's and perf_analyzer's rule: three windows in a row within this fraction "
+                        "(default: %(default)s)")
     p.add_argument("--data", help="synthetic dataset: accuracy on its val split, int8 calibration")
     p.add_argument("--eval-images", type=int, default=16,
                    help="val images scored per variant for accuracy (default: %(default)s)")
+    p.add_argument("--perf-analyzer", nargs="?", const="", default=None, metavar="PATH",
+                   help="also measure the served p50 with NVIDIA's perf_analyzer (PATH, else on PATH, else "
+                        "../shared/tools/perf-analyzer) and report its served / in-process ratio beside ours")
     p.add_argument("--out", required=True, help="folder for compare.json, compare.md and compare.png")
     p.set_defaults(run=run)
 
@@ -50,7 +56,8 @@ def run(args) -> int:
         batches=int_list(args.batch), rounds=args.rounds, iters=args.iters,
         precisions=tuple(p for p in args.precisions.split(",") if p),
         concurrency=int_list(args.concurrency), window_s=args.window_s,
-        windows=args.windows, data=args.data, eval_images=args.eval_images,
+        windows=args.windows, data=args.data, eval_images=args.eval_images, perf_analyzer=args.perf_analyzer,
+        stability=args.stability,
     )
     write_compare_outputs(args.out, compare(settings))
     return 0
@@ -82,6 +89,15 @@ def write_compare_outputs(out_dir: str, result: dict) -> None:
           "## Served throughput (gRPC, batch-1 requests) vs in-process onnxruntime", "",
           report.markdown_table(level_header, level_rows), "",
           "onnxruntime in-process images/s by batch: " + ", ".join(f"b{k}: {v:.2f}" for k, v in best.items()), ""]
+    if result.get("perf_analyzer"):
+        pa = result["perf_analyzer"]
+        md += [f"perf_analyzer on the served fp32 model (batch 1, concurrency 1): p50 {pa['p50_ms']:.2f} ms, "
+               f"p99 {pa['p99_ms']:.2f} ms, {pa['throughput']:.2f} infer/s.", ""]
+    if result.get("efficiency"):
+        e = result["efficiency"]
+        md += [f"fp32 efficiency: {e['model_gflop_per_image']:.2f} GFLOP per image, onnxruntime reaches "
+               f"{e['onnxruntime_fp32_gflops']:.1f} GFLOP/s at batch 1, {e['fraction_of_gemm_peak']:.0%} of this "
+               f"machine's float32 GEMM rate ({e['gemm_peak_gflops']:.1f} GFLOP/s).", ""]
     if result.get("variants_not_published"):
         md += ["## Variants that failed their own parity gate (not compared)", ""]
         md += [f"- {k}: {v}" for k, v in result["variants_not_published"].items()] + [""]

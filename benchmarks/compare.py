@@ -5,6 +5,13 @@ Variants are timed interleaved (round-robin over several rounds) so machine drif
 them alike; the report gives medians and ratios against onnxruntime in-process at the same batch.
 All variants get the same network-size tensors, so the comparison isolates what serving costs;
 client preprocessing is measured by `benchmarks latency`.
+
+Neither side steals cores from the other: each variant's timed calls start only once this
+process and the server's (its python-backend stubs included) have stopped using the CPU
+(benchmarks.quiet), because onnxruntime's and OpenMP's threads spin on after a run. With
+--perf-analyzer the served p50 is measured by NVIDIA's tool too, and its served / in-process
+ratio is reported beside compare's own. The fp32 efficiency is the model's FLOPs per second
+(counted by PyTorch on the checkpoint) against this machine's float32 GEMM rate.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -24,6 +32,7 @@ from clients.contract import CONFIG_FILE, ModelContract, read_config_file
 
 from .latency import TensorSource, make_batch
 from .measure import LoopSettings, percentile, sweep, timed_calls
+from .quiet import wait_idle
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +50,11 @@ class CompareSettings:
     concurrency: tuple[int, ...] = (1, 2, 4, 8)  # throughput sweep over gRPC
     window_s: float = 2.0
     windows: int = 4
+    stability: float = 0.10  # three windows in a row within this fraction: the sweep and perf_analyzer
     data: Optional[str] = None  # synthetic dataset for accuracy (val split) and int8 calibration
     eval_images: int = 16
     threads: int = 0  # in-process intra-op threads (0 = library default, as served)
+    perf_analyzer: Optional[str] = None  # "" = find it (PATH, then the shared wrapper); None = do not run it
 
     def __post_init__(self) -> None:
         if bool(self.checkpoint) == bool(self.model_dir):
@@ -147,18 +158,24 @@ def make_variants(s: CompareSettings, dirs: dict[str, Path], url: str) -> tuple[
     return variants, closers
 
 
-def time_interleaved(s: CompareSettings, variants: list[Variant], contract: ModelContract) -> None:
+def time_interleaved(s: CompareSettings, variants: list[Variant], contract: ModelContract,
+                     quiet: Callable[[], float] = lambda: 0.0) -> float:
+    """Rounds over every variant; `quiet` blocks until the machine is idle before each timed block.
+    Returns the seconds spent waiting for it."""
     inputs = {(v.name, b): make_batch(v.input_dtype, contract, b, s.image_size) for v in variants for b in s.batches}
     for v in variants:  # warm-up: first calls pay for allocation, graph optimisation, channel setup
         for b in s.batches:
             v.run(inputs[(v.name, b)])
+    waited = 0.0
     for r in range(s.rounds):
         order = variants[r % len(variants):] + variants[:r % len(variants)]  # rotate who goes first
         for v in order:
             for b in s.batches:
                 x = inputs[(v.name, b)]
+                waited += quiet()
                 v.times_ms.setdefault(b, []).extend(timed_calls(lambda: v.run(x), s.iters))
         log.info("round %d/%d done", r + 1, s.rounds)
+    return waited
 
 
 def inprocess_throughput(run: Callable, contract: ModelContract, hw: tuple[int, int], batches=(1, 2, 4, 8),
@@ -174,7 +191,8 @@ def inprocess_throughput(run: Callable, contract: ModelContract, hw: tuple[int, 
 
 def served_throughput(s: CompareSettings, url: str, model: str, contract: ModelContract) -> list[dict]:
     """The latency sweep's own loop over batch-1 network-size tensors (no client pre/post-processing)."""
-    loop = LoopSettings(window_s=s.window_s, max_windows=s.windows, warmup_s=min(1.0, s.window_s))
+    loop = LoopSettings(window_s=s.window_s, max_windows=s.windows, warmup_s=min(1.0, s.window_s),
+                        stability=s.stability)
     source = TensorSource(make_batch("uint8", contract, 1, s.image_size))
     return [asdict(level) for level in sweep(url, model, s.concurrency, source, loop)]
 
@@ -224,10 +242,13 @@ def compare(s: CompareSettings) -> dict:
                                          metrics_port=metrics, state_dir=work / "state",
                                          log_file=str(work / "triton.log"))) as server:
             variants, closers = make_variants(s, dirs, server.grpc_url)
-            time_interleaved(s, variants, contract)
+            quiet = partial(wait_idle, [os.getpid(), server.pid])
+            quiet_s = time_interleaved(s, variants, contract, quiet)
             ort = next(v for v in variants if v.name == "onnxruntime fp32")
             best_batch = inprocess_throughput(ort.run, contract, s.image_size)
             levels = served_throughput(s, server.grpc_url, contract.name, contract)
+            quiet()
+            pa = served_by_perf_analyzer(s, server.grpc_url, contract, work) if s.perf_analyzer is not None else None
             acc = accuracy_of_variants(s, variants, dirs, server.grpc_url) if s.data else {}
             for c in closers:  # while the server is up, so shm regions are unregistered cleanly
                 c.close()
@@ -236,11 +257,45 @@ def compare(s: CompareSettings) -> dict:
         rows = summarise(variants, s.batches)
         result = build_result(s, rows, best_batch, levels, export_s, contract)
         result["variants_not_published"] = skipped
+        result["seconds_waiting_for_idle"] = quiet_s
+        if pa is not None:
+            result["perf_analyzer"] = pa
+            ort_p50 = next(r["p50_ms"] for r in rows if r["variant"] == "onnxruntime fp32" and r["batch"] == 1)
+            result["ratios"]["served_grpc_over_onnxruntime_p50_by_perf_analyzer"] = pa["p50_ms"] / ort_p50
+        if s.checkpoint:
+            result["efficiency"] = efficiency(s, rows)
         return result
     finally:
         for c in closers:
             c.close()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def served_by_perf_analyzer(s: CompareSettings, url: str, contract: ModelContract, work: Path) -> dict:
+    """perf_analyzer on the served fp32 model at batch 1, concurrency 1, the same tensor shape."""
+    from .crosscheck import CrosscheckSettings, find_perf_analyzer, perf_analyzer_command, run_perf_analyzer
+
+    binary = find_perf_analyzer(s.perf_analyzer or None)
+    pa = CrosscheckSettings(url=url, model=contract.name, concurrency=(1,), window_s=s.window_s,
+                            windows=max(8, s.windows), stability=s.stability,
+                            window_requests=max(5, s.rounds * s.iters // 2))
+    csv_path = str(work / "perf_analyzer.csv")
+    row = run_perf_analyzer(perf_analyzer_command(binary, pa, contract, s.image_size, 1, csv_path), csv_path,
+                            pa.timeout_s)
+    return {"binary": binary, "p50_ms": row["p50 latency"] / 1e3, "p99_ms": row["p99 latency"] / 1e3,
+            "throughput": row["Inferences/Second"]}
+
+
+def efficiency(s: CompareSettings, rows: list[dict]) -> dict:
+    """fp32 onnxruntime at batch 1: the model's GFLOP/s against this machine's float32 GEMM rate."""
+    from .flops import gemm_gflops, model_gflop
+
+    gflop = model_gflop(s.checkpoint, s.image_size)
+    ort_ms = next(r["p50_ms"] for r in rows if r["variant"] == "onnxruntime fp32" and r["batch"] == 1)
+    peak = gemm_gflops()
+    achieved = gflop / (ort_ms / 1e3)
+    return {"model_gflop_per_image": gflop, "onnxruntime_fp32_gflops": achieved, "gemm_peak_gflops": peak,
+            "fraction_of_gemm_peak": achieved / peak}
 
 
 def accuracy_of_variants(s: CompareSettings, variants: list[Variant], dirs: dict[str, Path], url: str) -> dict:

@@ -60,9 +60,14 @@ def test_compare_tiny_run_writes_json_table_and_chart(zoo_checkpoints, zoo_datas
     rc = bench_main(["compare", "--checkpoint", str(zoo_checkpoints["seg_unet"]), "--image-size", "48x64",
                      "--batch", "1,2", "--rounds", "2", "--iters", "1", "--precisions", "fp16",
                      "--concurrency", "1,2", "--window-s", "0.3", "--windows", "3", "--data", str(zoo_dataset),
-                     "--eval-images", "2", "--out", str(out)])
+                     "--eval-images", "2", "--perf-analyzer", "--stability", "10", "--out", str(out)])
     assert rc == 0
     result = json.loads((out / "compare.json").read_text())
+    # perf_analyzer's served p50 beside ours, and the efficiency against the GEMM rate
+    assert result["perf_analyzer"]["p50_ms"] > 0 and result["ratios"]["served_grpc_over_onnxruntime_p50_by_perf_analyzer"] > 0
+    efficiency = result["efficiency"]
+    assert efficiency["model_gflop_per_image"] > 0 and 0 < efficiency["fraction_of_gemm_peak"] < 10
+    assert result["seconds_waiting_for_idle"] >= 0
     variants = {r["variant"] for r in result["rows"]}
     assert variants == {"pytorch eager", "onnxruntime fp32", "onnxruntime fp16", "triton grpc", "triton shm",
                         "triton grpc f32 in", "triton grpc logits out"}
