@@ -571,6 +571,8 @@ def test_run_gate_reports_onnxruntime_failures_without_logging_them(tmp_path, ca
         r = run_gate(RecordingMean(), path, GATE_DEPTH, SMALL, FP32)
     assert [c.passed for c in r.cases] == [True, False, False]
     assert r.cases[1].error.startswith("onnxruntime failed: Fail: [ONNXRuntimeError]")
+    assert r.cases[2].error.startswith("onnxruntime failed: Fail: [ONNXRuntimeError]")  # the gate went on
+    assert r.cases[1].outputs == [] and [o.name for o in r.cases[0].outputs] == ["depth"]
     err = capfd.readouterr().err
     assert "onnxruntime" not in err and "EP Error" not in err  # a failing shape is a finding, not a log line
 
@@ -594,3 +596,45 @@ def test_graph_io_reads_no_external_weights(tmp_path):
                     size_threshold=0)
     (tmp_path / "weights.bin").unlink()  # loading the weights would now fail
     assert check_graph_io(path, DEPTH) is None
+
+
+class ScriptedMean(torch.nn.Module):
+    """The eager mean, but at call `fail` it raises, at call `crop` it drops a row, at call `off`
+    it is 1.0 off: one finding of each kind, each followed by cases that must still run."""
+
+    def __init__(self, fail: int, crop: int, off: int) -> None:
+        super().__init__()
+        self.fail, self.crop, self.off, self.calls = fail, crop, off, 0
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor]:
+        call, self.calls = self.calls, self.calls + 1
+        if call == self.fail:
+            raise RuntimeError("boom\nsecond line")
+        out = image.float().mean(-1)
+        if call == self.crop:
+            out = out[:, 1:]
+        if call == self.off:
+            out = out + 1.0
+        return (out,)
+
+
+def test_run_gate_keeps_going_after_each_kind_of_finding(tmp_path, caplog):
+    from export.parity import run_gate
+
+    caplog.set_level(logging.DEBUG, logger="export.parity")
+    profile = Profile((32, 32), (64, 64), (384, 384), max_batch=2)
+    r = run_gate(ScriptedMean(fail=1, crop=3, off=5), mean_rgb_graph(tmp_path / "m.onnx"), GATE_DEPTH, profile, FP32)
+    assert [(c.batch, c.hw) for c in r.cases] == gate_cases(profile) and len(r.cases) == 11
+    assert [c.passed for c in r.cases] == [True, False, True, False, True, False, True, True, True, True, True]
+    assert r.cases[1].error == "the PyTorch model itself fails at 64x64: RuntimeError: boom"
+    assert r.cases[3].error.startswith("output 'depth' is 96x131 for a 97x131 input (the contract promises")
+    assert r.cases[1].outputs == [] and r.cases[3].outputs == []
+    assert r.cases[5].error is None and [(o.name, o.kind, o.passed) for o in r.cases[5].outputs] == [
+        ("depth", "raw", False)]
+    assert abs(r.cases[5].outputs[0].max_abs - 1.0) < 1e-4 and r.cases[5].outputs[0].outliers == 1.0  # float32 means
+    assert all([o.name for o in c.outputs] == ["depth"] for c in r.cases if c.passed)
+    assert r.degenerate is None
+    assert [m.getMessage() for m in caplog.records if m.levelno == logging.DEBUG] == [
+        "parity batch 1 at 64x64: ok", "parity batch 1 at 97x131: ok", "parity batch 1 at 250x333: ok",
+        "parity batch 2 at 250x333: FAILED", "parity batch 1 at 161x67: ok", "parity batch 2 at 161x67: ok",
+        "parity batch 1 at 32x32: ok", "parity batch 2 at 32x32: ok", "parity batch 1 at 384x384: ok"]
