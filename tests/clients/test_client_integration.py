@@ -338,6 +338,44 @@ def test_segment_one_example(triton_server, zoo_repository, tmp_path):
     assert len(example.read_text().splitlines()) <= 40  # fits on one screen
 
 
+def gated_infer_setup(zoo_repository: Path, tmp_path: Path, monkeypatch, total: int, first: int,
+                      seed: int) -> tuple[Path, Path, threading.Event]:
+    """(repository with seg_unet alone, a folder of `total` images, a gate): `infer` loads the
+    first `first` images at once and the rest only once the test opens the gate, so a test can act
+    on the server between the two by construction, not by timing."""
+    repository = tmp_path / "repo"  # one model only: a quicker restart
+    shutil.copytree(zoo_repository / "seg_unet", repository / "seg_unet")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i, img in enumerate(images([(40 + i % 50, 90 - i % 40) for i in range(total)], seed=seed)):
+        Image.fromarray(img).save(inputs / f"{i:03d}.png")
+    gate = threading.Event()
+    load_image = clients.cli_infer.load_image
+
+    def gated_load(path, *args):
+        if int(Path(path).stem) >= first:
+            assert gate.wait(timeout=300), "the test never opened the gate"
+        return load_image(path, *args)
+
+    monkeypatch.setattr(clients.cli_infer, "load_image", gated_load)
+    return repository, inputs, gate
+
+
+def infer_in_background(settings: InferSettings, report: InferReport) -> tuple[threading.Thread, dict]:
+    """run_infer on a started thread; the dict gets the exception, if the run raised one."""
+    box: dict = {}
+
+    def run():
+        try:
+            run_infer(settings, report)
+        except Exception as exc:  # surfaced by the caller's asserts
+            box["error"] = exc
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    return worker, box
+
+
 @pytest.mark.slow
 def test_server_restart_mid_infer_loses_no_image(zoo_repository, server_settings_factory, tmp_path, monkeypatch):
     """The server stops after the first images are written and before the rest are sent (held
@@ -345,37 +383,15 @@ def test_server_restart_mid_infer_loses_no_image(zoo_repository, server_settings
     and all get written once it is back."""
     from serving import start_server
 
-    repository = tmp_path / "repo"  # one model only: a quicker restart
-    shutil.copytree(zoo_repository / "seg_unet", repository / "seg_unet")
-    settings = server_settings_factory(repository)
-    inputs = tmp_path / "in"
-    inputs.mkdir()
     total, first = 40, 10
-    for i, img in enumerate(images([(40 + i % 50, 90 - i % 40) for i in range(total)], seed=5)):
-        Image.fromarray(img).save(inputs / f"{i:03d}.png")
-    gate = threading.Event()
-    load_image = clients.cli_infer.load_image
-
-    def gated_load(path, *args):
-        if int(Path(path).stem) >= first:  # the rest wait until the server is down
-            assert gate.wait(timeout=300), "the test never opened the gate"
-        return load_image(path, *args)
-
-    monkeypatch.setattr(clients.cli_infer, "load_image", gated_load)
+    repository, inputs, gate = gated_infer_setup(zoo_repository, tmp_path, monkeypatch, total, first, seed=5)
+    settings = server_settings_factory(repository)
     out = tmp_path / "out"
-    report, box = InferReport(), {}
+    report = InferReport()
     server = start_server(settings)
-
-    def run():
-        try:
-            run_infer(InferSettings(urls=[server.grpc_url], model="seg_unet", inputs=[inputs], out=out,
-                                    concurrency=2, retries=12, backoff_s=0.25), report)
-        except Exception as exc:  # surfaced by the asserts below
-            box["error"] = exc
-
-    worker = threading.Thread(target=run)
+    worker, box = infer_in_background(InferSettings(urls=[server.grpc_url], model="seg_unet", inputs=[inputs],
+                                                    out=out, concurrency=2, retries=12, backoff_s=0.25), report)
     try:
-        worker.start()
         wait_until(lambda: len(report.written) == first or not worker.is_alive(), 120, f"{first} images are written")
         assert len(report.written) == first and report.retries == 0, box.get("error")
         server.stop()
@@ -396,42 +412,19 @@ def test_server_restart_mid_infer_loses_no_image(zoo_repository, server_settings
     assert json.loads((out / "failed.json").read_text()) == []
 
 
-
 def test_server_sigkilled_mid_infer_stops_the_run_and_accounts_for_every_image(zoo_repository, own_server,
                                                                               tmp_path, monkeypatch):
     """SIGKILL, and no server comes back within the retry budget: the image that met it fails as
     unavailable, the images not yet sent are listed as not processed (none waits out the retries
     again), and the same command writes them all once a server is back."""
-    repository = tmp_path / "repo"
-    shutil.copytree(zoo_repository / "seg_unet", repository / "seg_unet")
-    inputs = tmp_path / "in"
-    inputs.mkdir()
     total, first = 30, 6
-    for i, img in enumerate(images([(40 + i % 50, 90 - i % 40) for i in range(total)], seed=6)):
-        Image.fromarray(img).save(inputs / f"{i:03d}.png")
-    killed = threading.Event()
-    load_image = clients.cli_infer.load_image
-
-    def gated_load(path, *args):
-        if int(Path(path).stem) >= first:  # the rest wait until the server is dead
-            assert killed.wait(timeout=300), "the test never killed the server"
-        return load_image(path, *args)
-
-    monkeypatch.setattr(clients.cli_infer, "load_image", gated_load)
+    repository, inputs, killed = gated_infer_setup(zoo_repository, tmp_path, monkeypatch, total, first, seed=6)
     server = own_server(repository)
-    out, report, box = tmp_path / "out", InferReport(), {}
+    out, report = tmp_path / "out", InferReport()
     settings = InferSettings(urls=[server.grpc_url], model="seg_unet", inputs=[inputs], out=out, concurrency=2,
                              retries=3, backoff_s=0.05)
-
-    def run():
-        try:
-            run_infer(settings, report)
-        except Exception as exc:  # surfaced by the asserts below
-            box["error"] = exc
-
-    worker = threading.Thread(target=run)
+    worker, box = infer_in_background(settings, report)
     try:
-        worker.start()
         wait_until(lambda: len(report.written) == first or not worker.is_alive(), 120, f"{first} images are written")
         os.kill(server.pid, signal.SIGKILL)
         killed.set()
