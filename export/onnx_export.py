@@ -16,7 +16,7 @@ import sysconfig
 import time
 import traceback
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import onnx
 import torch
