@@ -219,7 +219,10 @@ def test_a_sigkilled_clients_regions_are_swept_by_the_next_client(triton_server)
         proc.kill()  # no close(), no finalizer, no atexit: what a SIGKILL or the OOM killer leaves
         proc.wait(timeout=30)
     assert names and all(owner_pid(n) == proc.pid for n in names)
-    assert server_regions(url, names) == names and shm_files(names) == names  # left behind
+    # Left behind on the server. Their /dev/shm files are not asserted here: any pixelport process
+    # on this host (a server stopping, a shm client of another server) may unlink a dead client's
+    # files at any moment, by design, and one did once between the kill and this line.
+    assert server_regions(url, names) == names
     with DenseClient(url, "seg_unet"):  # without shared memory: no sweep, nothing touched
         assert server_regions(url, names) == names
     with DenseClient(url, "seg_unet", use_shm=True) as client:
