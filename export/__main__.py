@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     form.add_argument("--max-size", type=hw_arg,
                       help="profile maximum HxW (default max(2 x opt, 384)); in stride mode also the largest "
                            "image one request may carry (published as pixelport.max_size)")
-    form.add_argument("--instances", type=int, default=1, help="Triton instance count")
+    form.add_argument("--instances", type=int,
+                      help="Triton instance count (default: 2 on CPU, each with all the cores; 1 per GPU)")
     prec = p.add_argument_group("precision")
     prec.add_argument("--fp16", action="store_true", help="fp16 weights/compute, same I/O types")
     prec.add_argument("--int8", action="store_true",

@@ -94,7 +94,7 @@ def build_contract(settings: ExportSettings, meta: dict[str, Any], task: str, nu
             depth_scale=float(_pick(settings.depth_scale, meta, "depth_scale")),
             max_batch_size=settings.max_batch,
             dynamic_batching=settings.dynamic_batching,
-            instance_count=settings.instances,
+            instance_count=settings.instance_count(),
             instance_kind="KIND_GPU" if (settings.gpu or settings.tensorrt) else "KIND_CPU",
             platform="tensorrt_plan" if settings.tensorrt else "onnxruntime",
             gpu_accelerator=settings.gpu and not settings.tensorrt,

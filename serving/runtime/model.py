@@ -132,10 +132,29 @@ def split_rows(array: np.ndarray, counts: list) -> list:
     return [array[bounds[i]:bounds[i + 1]] for i in range(len(counts))]
 
 
-def default_threads(instances: int) -> int:
-    """Split the cores this process may use between the model's instances (at least one each)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
-    return max(1, cores // max(1, instances))
+def available_cores() -> int:
+    """The cores this process may run on (its affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+
+
+def default_threads() -> int:
+    """Every instance may use all the cores, as in Triton's onnxruntime backend: a lone request runs
+    at full speed, and instances that run at once share the cores (without spinning, see below)."""
+    return available_cores()
+
+
+def session_options(ort, threads: int, instances: int):
+    """One graph at a time per instance (Triton runs the instances in parallel). When the instances'
+    threads outnumber the cores, they must not spin-wait between ops: a spinning idle pool steals
+    the core another instance is computing on."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    if threads * instances > available_cores():
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
 
 
 class TritonPythonModel:
@@ -157,14 +176,10 @@ class TritonPythonModel:
         # takes a code since 23.xx); older ones answer INTERNAL with the same message.
         self.invalid_arg = getattr(getattr(pb_utils, "TritonError", None), "INVALID_ARG", None)
         instances = sum(int(g.get("count", 1) or 1) for g in config.get("instance_group", [])) or 1
-        threads = int(self.params.get(THREADS_PARAM, "0") or 0) or default_threads(instances)
+        threads = int(self.params.get(THREADS_PARAM, "0") or 0) or default_threads()
 
         path = os.path.realpath(os.path.join(args["model_repository"], self.version, ONNX_FILE))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1  # one graph at a time per instance; Triton runs instances in parallel
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3
+        options = session_options(ort, threads, instances)
         providers = self._providers(args)
         self.session = self._session(path, options, providers)
         self._check_graph(path)

@@ -10,6 +10,7 @@ from tritonclient.grpc import model_config_pb2
 
 from clients.contract import DEFAULT_OUTPUT_KIND, ModelContract
 from export import ExportSettings
+from export.errors import ExportError
 from export.metadata import build_contract
 from export.parity import gate_cases, gate_shapes
 from export.settings import Profile
@@ -108,3 +109,14 @@ def test_max_size_is_published_in_stride_mode_only():
     profile = Profile.for_contract(stride, ExportSettings(name="m", repository="r", arch="unet", checkpoint="c",
                                                           resize="stride:32", max_size=(640, 480)))
     assert profile.max_hw == (640, 480) and (640, 480) in gate_shapes(profile)
+
+
+def test_default_instances_two_on_cpu_one_per_gpu_and_the_flag_wins():
+    # one CPU instance behind Triton 2.51's dynamic batcher loses wake-ups (500 ms waits): two by default
+    assert _round_trip(_contract("segmentation")).instance_group[0].count == 2
+    assert _round_trip(_contract("depth", gpu=True)).instance_group[0].count == 1
+    assert _round_trip(_contract("depth", tensorrt=True, static=True)).instance_group[0].count == 1
+    assert _round_trip(_contract("matting", instances=1)).instance_group[0].count == 1
+    assert _round_trip(_contract("matting", instances=3, gpu=True)).instance_group[0].count == 3
+    with pytest.raises(ExportError, match="--instances must be at least 1"):
+        _contract("segmentation", instances=0)

@@ -31,11 +31,25 @@ def test_group_and_split(runtime_model):
     np.testing.assert_array_equal(np.concatenate(pieces), stacked)
 
 
-def test_default_threads_share_the_cores(runtime_model):
-    cores = len(os.sched_getaffinity(0))  # the cores this process may run on, not the machine's
-    assert runtime_model.default_threads(1) == cores
-    assert runtime_model.default_threads(cores * 4) == 1
-    assert runtime_model.default_threads(2) == max(1, cores // 2)
+def test_every_instance_may_use_all_the_cores(runtime_model):
+    # as Triton's onnxruntime backend does: a lone request runs at full speed whatever the instance count
+    assert runtime_model.default_threads() == len(os.sched_getaffinity(0))
+
+
+def test_instances_that_share_the_cores_do_not_spin(runtime_model):
+    import onnxruntime as ort
+
+    key = "session.intra_op.allow_spinning"
+    cores = len(os.sched_getaffinity(0))
+    shared = runtime_model.session_options(ort, threads=cores, instances=2)
+    assert shared.get_session_config_entry(key) == "0"
+    assert shared.intra_op_num_threads == cores and shared.inter_op_num_threads == 1
+    alone = runtime_model.session_options(ort, threads=cores, instances=1)
+    with pytest.raises(RuntimeError, match="does not have"):  # unset: onnxruntime's default, spinning
+        alone.get_session_config_entry(key)
+    split = runtime_model.session_options(ort, threads=1, instances=cores)
+    with pytest.raises(RuntimeError, match="does not have"):
+        split.get_session_config_entry(key)
 
 
 def test_default_threads_follow_the_cpu_affinity_not_the_machine(runtime_model):
@@ -44,7 +58,7 @@ def test_default_threads_follow_the_cpu_affinity_not_the_machine(runtime_model):
 
     code = ("import importlib.util, os, sys; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
             "spec = importlib.util.spec_from_file_location('m', sys.argv[1]); "
-            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); print(m.default_threads(1))")
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); print(m.default_threads())")
     out = subprocess.run([sys.executable, "-c", code, str(RUNTIME_MODEL)], capture_output=True, text=True,
                          timeout=60, check=True).stdout
     assert out.strip() == "1"
