@@ -117,9 +117,12 @@ def publish_variants(s: CompareSettings, repository: Path, skipped: dict[str, st
                 log.info("skipping int8: it needs --data for calibration images")
                 continue
             calibration = os.path.join(s.data, "images", "train")
+        # the served network size is the compared size: a letterbox model refuses larger tensors
+        h, w = s.image_size
         settings = ExportSettings(name=f"cmp_{name}", repository=str(repository), arch=arch, checkpoint=s.checkpoint,
                                   input=inp, output=out, fp16=precision == "fp16", int8=precision == "int8",
-                                  calibration=calibration, version=1, force=True)
+                                  calibration=calibration, version=1, force=True, resize=f"letterbox:{h}x{w}",
+                                  max_size=(h, w))
         log.info("exporting %s", settings.name)
         try:
             dirs[name] = Path(export_model(settings).model_dir)
