@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 
@@ -186,6 +187,8 @@ def _settings(args: argparse.Namespace):
     from .evaluate import EvalSettings, parse_shard
     from .predictors import PredictorSettings
 
+    if not os.path.isdir(args.data):  # before any connection: a typo must not wait out the retries
+        raise FileNotFoundError(f"--data {args.data}: no such directory (the dataset root)")
     window = _window(args)
     predictor = PredictorSettings(backend=args.backend, url=args.url, model=args.model, model_dir=args.model_dir,
                                   version=args.version, checkpoint=args.checkpoint, resize=args.resize,

@@ -126,6 +126,16 @@ def test_bad_label_map_and_class_names_are_usage_errors(model_dir, tmp_path, cap
     assert [r["class"] for r in report["per_class"]] == ["rouge", "vert", "bleu"]
 
 
+def test_a_missing_dataset_is_named_before_any_connection(tmp_path, capsys):
+    import time
+
+    start = time.monotonic()  # a dead server behind it: the client would retry for about 20 s
+    code = main(["eval", "--backend", "triton", "--url", "127.0.0.1:1", "--model", "seg",
+                 "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    assert code == 2 and time.monotonic() - start < 10
+    assert errors(capsys) == [f"error: --data {tmp_path / 'nope'}: no such directory (the dataset root)"]
+
+
 def test_every_message_is_one_line():
     from evaluation.evaluate import check_report
 
