@@ -263,8 +263,8 @@ def compare(s: CompareSettings) -> dict:
         result["seconds_waiting_for_idle"] = quiet_s
         if pa is not None:
             result["perf_analyzer"] = pa
-            ort_p50 = next(r["p50_ms"] for r in rows if r["variant"] == "onnxruntime fp32" and r["batch"] == 1)
-            result["ratios"]["served_grpc_over_onnxruntime_p50_by_perf_analyzer"] = pa["p50_ms"] / ort_p50
+            result["ratios"]["served_grpc_over_onnxruntime_p50_by_perf_analyzer"] = (
+                pa["p50_ms"] / p50_of(rows, "onnxruntime fp32", 1))
         if s.checkpoint:
             result["efficiency"] = efficiency(s, rows)
         return result
@@ -294,7 +294,7 @@ def efficiency(s: CompareSettings, rows: list[dict]) -> dict:
     from .flops import gemm_gflops, model_gflop
 
     gflop = model_gflop(s.checkpoint, s.image_size)
-    ort_ms = next(r["p50_ms"] for r in rows if r["variant"] == "onnxruntime fp32" and r["batch"] == 1)
+    ort_ms = p50_of(rows, "onnxruntime fp32", 1)
     peak = gemm_gflops()
     achieved = gflop / (ort_ms / 1e3)
     return {"model_gflop_per_image": gflop, "onnxruntime_fp32_gflops": achieved, "gemm_peak_gflops": peak,
@@ -323,10 +323,15 @@ def accuracy_of_variants(s: CompareSettings, variants: list[Variant], dirs: dict
             p.close()
 
 
+def p50_of(rows: list[dict], variant: str, batch: int) -> float:
+    """A summarised row's p50 in ms; NaN where the variant was not measured at that batch."""
+    return next((r["p50_ms"] for r in rows if r["variant"] == variant and r["batch"] == batch), float("nan"))
+
+
 def build_result(s: CompareSettings, rows: list[dict], best_batch: dict[int, float], levels: list[dict],
                  export_s: float, contract: ModelContract) -> dict:
     def p50(name: str, batch: int) -> float:
-        return next((r["p50_ms"] for r in rows if r["variant"] == name and r["batch"] == batch), float("nan"))
+        return p50_of(rows, name, batch)
 
     b1 = s.batches[0]
     best_served = max(levels, key=lambda lv: lv["throughput"]) if levels else None
