@@ -166,7 +166,7 @@ class ModelContract:
     instance_kind: str = "KIND_CPU"
     platform: str = "onnxruntime"  # "onnxruntime" | "tensorrt_plan"
     gpu_accelerator: bool = False  # add the ORT TensorRT execution accelerator
-    static_shape: Optional[tuple[int, int]] = None  # (H, W) of a fixed-shape graph, else dynamic
+    static_shape: Optional[tuple[int, int]] = None  # (H, W) every request has (fixed config dims), else any
     precision: str = "fp32"  # "fp32" | "fp16" | "int8"; the I/O types stay as above either way
     intra_op_threads: int = 0  # embedded runner: onnxruntime intra-op threads (0 = let it pick)
     # Request bounds (safe by default): the largest image (H, W) one request may carry, checked by
@@ -253,12 +253,17 @@ class ModelContract:
         return max(1, self.max_batch_size) * h * w * 3 * (1 if self.input_dtype == "uint8" else 4)
 
     def check_size(self, height: int, width: int) -> None:
-        """Raise ContractError when one image of HxW is over this model's limit."""
+        """Raise ContractError when one image of HxW is over this model's limit, or is not its fixed size."""
         mh, mw = self.size_limit
         if height > mh or width > mw:
             raise ContractError(
                 f"image {height}x{width} is over model {self.name!r}'s limit of {mh}x{mw} "
                 f"(pixelport.max_size); shrink it first (the client's max_side does)"
+            )
+        if self.static_shape is not None and (height, width) != tuple(self.static_shape):
+            raise ContractError(
+                f"image {height}x{width} is not model {self.name!r}'s fixed input size {mh}x{mw}; "
+                f"letterbox it to that size first (the client does)"
             )
 
     @property

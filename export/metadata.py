@@ -98,7 +98,9 @@ def build_contract(settings: ExportSettings, meta: dict[str, Any], task: str, nu
             instance_kind="KIND_GPU" if (settings.gpu or settings.tensorrt) else "KIND_CPU",
             platform="tensorrt_plan" if settings.tensorrt else "onnxruntime",
             gpu_accelerator=settings.gpu and not settings.tensorrt,
-            static_shape=(resize.height, resize.width) if settings.static else None,
+            # a letterbox client only ever sends HxW: fixed dims let Triton itself refuse any other
+            # shape, before the backend copies the request (the graph may still be dynamic)
+            static_shape=(resize.height, resize.width) if settings.static or resize.mode == "letterbox" else None,
             precision=settings.precision,
             # stride mode: --max-size (the profile's maximum, which the gate checks) is also the largest
             # image a request may carry; a letterbox model's limit is its own HxW (None)

@@ -170,6 +170,13 @@ def test_size_limits_are_checked_before_sending():
                         (np.zeros((1, 8, 8, 4), np.uint8), "3 channels"), (np.zeros((3, 8, 8, 3), np.uint8), "at most 2")):
         with pytest.raises(ValueError, match=needle):
             check_request(bad, c)
+    fixed = toy_contract(resize=Resize("letterbox", 20, 24), static_shape=(20, 24))  # Triton refuses other sizes
+    check_request(np.zeros((2, 20, 24, 3), np.uint8), fixed)
+    for h, w in ((19, 24), (20, 23), (8, 8)):
+        with pytest.raises(ContractError, match=rf"{h}x{w} is not model 'toy'.s fixed input size 20x24; letterbox"):
+            check_request(np.zeros((1, h, w, 3), np.uint8), fixed)
+    with pytest.raises(ContractError, match=r"20x25 is over model 'toy'.s limit of 20x24"):
+        check_request(np.zeros((1, 20, 25, 3), np.uint8), fixed)
     stride = ModelContract(name="d", task="depth", resize=Resize("stride", stride=32), output_kind="depth",
                            max_size=(1000, 700))
     assert default_max_side(stride) == 672  # the padded tensor (a stride multiple) stays inside 1000x700

@@ -62,8 +62,11 @@ def test_flags_land_in_the_config():
     assert trt.platform == "tensorrt_plan" and trt.default_model_filename == "model.plan"
     assert trt.parameters["pixelport.precision"].string_value == "fp16"
     raw = _round_trip(_contract("segmentation", **VARIANTS["logits-float-input"]))
-    assert raw.input[0].data_type == model_config_pb2.TYPE_FP32 and list(raw.input[0].dims) == [3, -1, -1]
-    assert [o.name for o in raw.output] == ["logits"] and list(raw.output[0].dims) == [5, -1, -1]
+    # a letterbox model's requests are HxW by contract: fixed dims, so Triton refuses any other shape itself
+    assert raw.input[0].data_type == model_config_pb2.TYPE_FP32 and list(raw.input[0].dims) == [3, 64, 64]
+    assert [o.name for o in raw.output] == ["logits"] and list(raw.output[0].dims) == [5, 64, 64]
+    stride = _round_trip(_contract("segmentation", **VARIANTS["int8-stride"]))
+    assert list(stride.input[0].dims) == [-1, -1, 3] and list(stride.output[0].dims) == [-1, -1]
     many = _round_trip(_contract("segmentation", classes=300))
     assert many.output[0].data_type == model_config_pb2.TYPE_INT32  # uint8 holds 255 classes at most
 

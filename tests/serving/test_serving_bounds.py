@@ -172,3 +172,33 @@ def test_repeated_oversized_requests_over_grpc_do_not_pile_up_in_the_server(tmp_
     grown = anon[-1] - anon[1]  # after the second: the pool and the first buffers are in place
     assert grown < 1.5 * request, f"tritonserver's private memory grew {grown / 1024:.0f} MB over 4 refused " \
                                   f"requests of {request / 1024:.0f} MB: {[round(a / 1024) for a in anon]} MB"
+
+
+@pytest.mark.integration
+def test_a_fixed_size_model_is_guarded_by_triton_before_the_backend_copies_anything(tmp_path, own_server):
+    """A letterbox model's requests are HxW by contract, so its config has fixed dims: Triton refuses
+    any other shape while normalising the request, before the python backend grows its pool or the
+    stub copies a byte (what a dynamic-size model cannot avoid on Triton 2.51, above)."""
+    source = tmp_path / "repo"
+    contract = toys.segmentation_contract("seg_fixed", static_shape=(32, 32), max_size=None)
+    toys.publish(source, contract, toys.segmentation_onnx(seed=0), version=1)
+    server = own_server(source)
+    huge = np.zeros((1, 8000, 8000, 3), np.uint8)
+    with server.client() as client, in_shared_memory(client, huge) as inputs:
+        x = image(3, 32, 32)
+        assert_matches(client.infer("seg_fixed", infer_input(x)), reference(source, "seg_fixed", "1", x))
+        stub = stub_pid(server, "seg_fixed")
+        before = {"server": memory_kb(server.pid), "stub": memory_kb(stub)}
+        for bad in (inputs, infer_input(image(4, 24, 32))):  # larger, and smaller than 32x32
+            started = time.monotonic()
+            with pytest.raises(InferenceServerException) as info:
+                client.infer("seg_fixed", bad)
+            assert time.monotonic() - started < 2.0
+            assert info.value.status() == "StatusCode.INVALID_ARGUMENT", info.value.message()
+            assert "unexpected shape for input 'image'" in info.value.message()
+        assert_matches(client.infer("seg_fixed", infer_input(x)), reference(source, "seg_fixed", "1", x))
+        after = {"server": memory_kb(server.pid), "stub": memory_kb(stub)}
+    for proc in ("server", "stub"):
+        # RssShmem is the python backend's pool: an 8000x8000 request that reached it would add 183 MB
+        assert after[proc]["RssShmem"] <= before[proc]["RssShmem"] * 1.05 + 1024, (proc, before, after)
+        assert after[proc]["VmRSS"] <= before[proc]["VmRSS"] * 1.05, (proc, before, after)
