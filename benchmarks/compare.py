@@ -117,7 +117,7 @@ def publish_variants(s: CompareSettings, repository: Path, skipped: dict[str, st
                 log.info("skipping int8: it needs --data for calibration images")
                 continue
             calibration = os.path.join(s.data, "images", "train")
-        # the served network size is the compared size: a letterbox model refuses larger tensors
+        # the served network size is the compared size: a letterbox model takes only its own HxW
         h, w = s.image_size
         settings = ExportSettings(name=f"cmp_{name}", repository=str(repository), arch=arch, checkpoint=s.checkpoint,
                                   input=inp, output=out, fp16=precision == "fp16", int8=precision == "int8",

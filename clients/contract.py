@@ -262,7 +262,8 @@ class ModelContract:
             )
         if self.static_shape is not None and (height, width) != tuple(self.static_shape):
             raise ContractError(
-                f"image {height}x{width} is not model {self.name!r}'s fixed input size {mh}x{mw}; "
+                f"image {height}x{width} is not model {self.name!r}'s fixed input size "
+                f"{self.static_shape[0]}x{self.static_shape[1]}; "
                 f"letterbox it to that size first (the client does)"
             )
 
