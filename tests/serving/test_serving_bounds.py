@@ -175,6 +175,38 @@ def test_repeated_oversized_requests_over_grpc_do_not_pile_up_in_the_server(tmp_
 
 
 @pytest.mark.integration
+def test_an_oversized_grpc_request_leaves_tritonserver_memory_where_it_was(tmp_path, own_server):
+    """Triton 2.51 has no gRPC message-size cap: tritonserver receives all 192 MB before it can refuse
+    them. What must hold is that it gives them back. With glibc's default (dynamic) mmap threshold it
+    kept them in its arenas, 38 -> 100-220 MB after three; the launcher's fixed threshold leaves only
+    the connection's own read buffer (a few MB, whatever the request's size) while the sender stays
+    connected, and nothing once it has gone."""
+    source = tmp_path / "repo"
+    contract = toys.segmentation_contract("seg_fixed", static_shape=(32, 32), max_size=None)
+    toys.publish(source, contract, toys.segmentation_onnx(seed=0), version=1)
+    server = own_server(source)
+    x = image(3, 32, 32)
+    huge = np.zeros((1, 8000, 8000, 3), np.uint8)
+    with server.client() as client:
+        for _ in range(20):
+            client.infer("seg_fixed", infer_input(x))
+        before = memory_kb(server.pid)["VmRSS"]
+        for _ in range(3):
+            started = time.monotonic()
+            with pytest.raises(InferenceServerException) as info:
+                client.infer("seg_fixed", infer_input(huge))
+            assert info.value.status() == "StatusCode.INVALID_ARGUMENT", info.value.message()
+            assert time.monotonic() - started < 5.0
+        assert_matches(client.infer("seg_fixed", infer_input(x)), reference(source, "seg_fixed", "1", x))
+        connected = memory_kb(server.pid)["VmRSS"]
+    assert connected - before < 8 * 1024, f"tritonserver kept {(connected - before) / 1024:.0f} MB of 3 x 192 MB"
+    deadline = time.monotonic() + 5
+    while (after := memory_kb(server.pid)["VmRSS"]) > before * 1.05 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert after <= before * 1.05, f"tritonserver: {before / 1024:.1f} -> {after / 1024:.1f} MB after the sender left"
+
+
+@pytest.mark.integration
 def test_a_fixed_size_model_is_guarded_by_triton_before_the_backend_copies_anything(tmp_path, own_server):
     """A letterbox model's requests are HxW by contract, so its config has fixed dims: Triton refuses
     any other shape while normalising the request, before the python backend grows its pool or the

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import yaml
 
+from serving.process import ALLOCATOR_ENV
+
 DEPLOY = Path(__file__).resolve().parents[2] / "serving" / "deploy"
 K8S = DEPLOY / "kubernetes"
 
@@ -48,6 +50,7 @@ def test_compose_runs_stock_triton_on_the_repository():
     # Loopback unless told otherwise (PIXELPORT_BIND), and the admin endpoints need the key.
     assert all(p.startswith("${PIXELPORT_BIND:-127.0.0.1}:") for p in service["ports"])
     assert_restricted(service["command"], "${TRITON_ADMIN_KEY:?")
+    assert service["environment"] == ALLOCATOR_ENV
     assert "/v2/health/ready" in " ".join(service["healthcheck"]["test"])
 
 
@@ -68,6 +71,7 @@ def test_deployment_probes_and_repository():
     assert_restricted(container["args"], "$(TRITON_ADMIN_KEY)")
     (key_env,) = [e for e in container["env"] if e["name"] == "TRITON_ADMIN_KEY"]
     assert key_env["valueFrom"]["secretKeyRef"]["name"] == "pixelport-triton-admin"
+    assert {e["name"]: e["value"] for e in container["env"] if e["name"] in ALLOCATOR_ENV} == ALLOCATOR_ENV
 
 
 def test_services_select_the_deployment():

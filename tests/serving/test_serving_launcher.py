@@ -14,7 +14,7 @@ import pytest
 import serving_toys as toys
 from serving import ServerSettings, ServingError, format_status, start_server
 from serving import state as state_store
-from serving.process import check_ports_free, choose_mode, server_command
+from serving.process import bounded_allocator_env, check_ports_free, choose_mode, server_command
 from serving.wheel import dist_dir as wheel_dist_dir
 from serving.wheel import embedded_env, prepare_backend_dir
 from serving.leftovers import remove_shm_leftovers
@@ -38,6 +38,16 @@ def test_settings_defaults_and_validation(tmp_path):
         ServerSettings(repository=tmp_path, grpc_port=70000)
     with pytest.raises(ValueError, match="mode"):
         ServerSettings(repository=tmp_path, mode="docker")
+
+
+def test_the_server_gets_a_fixed_malloc_threshold_unless_the_operator_set_one():
+    env = bounded_allocator_env({"PATH": "/bin"})
+    assert env["PATH"] == "/bin"
+    assert int(env["MALLOC_MMAP_THRESHOLD_"]) < 64 * 1024  # below gRPC's read slices: each is unmapped when freed
+    assert int(env["MALLOC_TRIM_THRESHOLD_"]) > 0
+    assert bounded_allocator_env({"MALLOC_MMAP_THRESHOLD_": "999"})["MALLOC_MMAP_THRESHOLD_"] == "999"
+    tuned = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}
+    assert bounded_allocator_env(tuned) == tuned
 
 
 def test_command_uses_explicit_model_control_and_the_given_ports(tmp_path):
