@@ -16,7 +16,8 @@ from clients.files import atomic_write_json
 from . import report
 from .soak import DEFAULT_SIZES, MAX_CLIENTS, MAX_DURATION_S, MAX_REQUESTS, SoakSettings, soak
 
-WINDOW_COLUMNS = ["window", "start s", "requests", "errors", "requests/s", "p50 ms", "p99 ms"]
+WINDOW_COLUMNS = ["window", "start s", "requests", "errors", "requests/s", "p50 ms", "p99 ms", "server peak MiB",
+                  "client peak MiB"]
 
 
 def sizes_arg(text: str) -> tuple[tuple[int, int], ...]:
@@ -63,13 +64,17 @@ def _kb(value) -> str:
     return "n/a" if value is None else f"{value / 1024:.1f} MiB"
 
 
+def _mib(value):
+    return "n/a" if value is None else round(value / 1024, 1)
+
+
 def _pct(value) -> str:
     return "n/a" if value is None else f"{value:+.1%}"
 
 
 def summary(result: dict) -> str:
-    rows = [[w["window"], w["start_s"], w["requests"], w["errors"], w["requests_per_s"], w["p50_ms"], w["p99_ms"]]
-            for w in result["windows"]]
+    rows = [[w["window"], w["start_s"], w["requests"], w["errors"], w["requests_per_s"], w["p50_ms"], w["p99_ms"],
+             _mib(w["server_rss_peak_kb"]), _mib(w["client_rss_peak_kb"])] for w in result["windows"]]
     mem = result["memory"]
     errors = ", ".join(f"{k}: {v}" for k, v in result["errors_by_kind"].items()) or "none"
     left = result["shm_leftovers"]
@@ -82,11 +87,11 @@ def summary(result: dict) -> str:
         f"requests {result['requests']} (measured {result['measured_requests']}), errors {result['errors']} ({errors})",
         "p99 last / first full window: " + ("n/a" if ratio is None else f"{ratio:.2f}"),
         f"server RSS (tritonserver + model stubs): start {_kb(mem['start']['server_total_rss_kb'])}, after warm-up "
-        f"{_kb(mem['after_warmup']['server_total_rss_kb'])}, end {_kb(mem['end']['server_total_rss_kb'])} "
-        f"({_pct(result['server_rss_growth'])})",
+        f"{_kb(mem['after_warmup']['server_total_rss_kb'])}, end {_kb(mem['end']['server_total_rss_kb'])}; "
+        f"peak, last full window vs first: {_pct(result['server_rss_growth'])}",
         f"client RSS: start {_kb(mem['start']['client_rss_kb'])}, after warm-up "
-        f"{_kb(mem['after_warmup']['client_rss_kb'])}, end {_kb(mem['end']['client_rss_kb'])} "
-        f"({_pct(result['client_rss_growth'])})",
+        f"{_kb(mem['after_warmup']['client_rss_kb'])}, end {_kb(mem['end']['client_rss_kb'])}; "
+        f"peak, last full window vs first: {_pct(result['client_rss_growth'])}",
         f"leftover shm regions: {len(left['server_registered'])} registered on the server, "
         f"{len(left['dev_shm'])} in /dev/shm",
         "PASS" if result["errors"] == 0 and result["leftover_regions"] == 0 else "FAIL",

@@ -3,7 +3,8 @@ clients, time and requests, and what the run leaves behind.
 
 Reports requests, errors by kind, p50/p99 per window, the RSS of tritonserver and of the model's
 python-backend stubs (found in /proc by the server's gRPC port) and of this client at start and
-end, and shared-memory regions left registered on the server or in /dev/shm. Loopback only: it
+end and its peak in each window (memory growth compares the first and last full windows' peaks),
+and shared-memory regions left registered on the server or in /dev/shm. Loopback only: it
 reads the server's memory from /proc, and a soak is not a load test against someone else's host.
 """
 
@@ -236,17 +237,49 @@ def run_clients(s: SoakSettings, images: list[np.ndarray], ledger: Ledger) -> No
 
 
 # ---- the run ------------------------------------------------------------------------------------
-def windows(records: list, start: float, end: float, window_s: float) -> list[dict]:
+def windows(records: list, start: float, end: float, window_s: float, samples: list = ()) -> list[dict]:
+    """Requests per window, and the peak RSS of the server (with its stubs) and of this client among
+    the memory samples (time, server total kB, client kB) taken in it."""
     out = []
     n = max(1, int(np.ceil((end - start) / window_s - 1e-9)))
     for k in range(n):
         lo, hi = start + k * window_s, min(end, start + (k + 1) * window_s)
-        rows = [r for r in records if lo <= r[0] < hi or (k == n - 1 and r[0] >= hi)]
+        last = k == n - 1
+        rows = [r for r in records if lo <= r[0] < hi or (last and r[0] >= hi)]
         ok = [r[1] * 1e3 for r in rows if r[3] is None]
+        seen = [m for m in samples if lo <= m[0] < hi or (last and m[0] >= hi)]
         out.append({"window": k, "start_s": lo - start, "seconds": hi - lo, "requests": len(rows),
                     "errors": sum(r[3] is not None for r in rows), "p50_ms": percentile(ok, 50),
-                    "p99_ms": percentile(ok, 99), "requests_per_s": len(rows) / (hi - lo) if hi > lo else 0.0})
+                    "p99_ms": percentile(ok, 99), "requests_per_s": len(rows) / (hi - lo) if hi > lo else 0.0,
+                    "server_rss_peak_kb": _peak(m[1] for m in seen), "client_rss_peak_kb": _peak(m[2] for m in seen)})
     return out
+
+
+def _peak(values) -> Optional[int]:
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
+
+
+def peak_growth(win: list[dict], key: str, window_s: float) -> Optional[float]:
+    """Growth of the peak `key` from the first full window to the last. A leak raises every window's
+    high-water mark; memory that a stub takes and gives back between two instants does not."""
+    full = [w for w in win if w["seconds"] >= window_s * 0.999 and w[key] is not None]
+    return _growth(full[0][key], full[-1][key]) if len(full) > 1 else None
+
+
+class MemorySampler(threading.Thread):
+    """(time, server total kB, client kB) every `interval_s` until stopped."""
+
+    def __init__(self, pids: dict, interval_s: float) -> None:
+        super().__init__(daemon=True)
+        self.pids, self.interval_s, self.samples = pids, interval_s, []
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            m = memory_snapshot(self.pids)
+            self.samples.append((time.perf_counter(), m["server_total_rss_kb"], m["client_rss_kb"]))
+            self.stopped.wait(self.interval_s)
 
 
 def make_images(s: SoakSettings) -> list[np.ndarray]:
@@ -267,16 +300,21 @@ def soak(s: SoakSettings) -> dict:
     measure_from = t_start + s.warmup_s
     ledger = Ledger(deadline=measure_from + s.duration_s, max_requests=s.max_requests)
     watcher = threading.Timer(s.warmup_s, lambda: memory.setdefault("after_warmup", memory_snapshot(pids)))
+    sampler = MemorySampler(pids, interval_s=min(1.0, s.window_s / 4))
     watcher.start()
+    sampler.start()
     try:
         run_clients(s, images, ledger)
     finally:
         watcher.cancel()
+        sampler.stopped.set()
+        sampler.join()
     t_end = time.perf_counter()
     memory.setdefault("after_warmup", memory["start"])  # the run ended inside the warm-up
     memory["end"] = memory_snapshot(pids)
     leftovers = shm_leftovers(s.url)
-    return build_result(s, task, pids, ledger, t_start, measure_from, t_end, memory, shm_before, leftovers)
+    return build_result(s, task, pids, ledger, t_start, measure_from, t_end, memory, sampler.samples, shm_before,
+                        leftovers)
 
 
 def _growth(before: Optional[int], after: Optional[int]) -> Optional[float]:
@@ -284,7 +322,7 @@ def _growth(before: Optional[int], after: Optional[int]) -> Optional[float]:
 
 
 def build_result(s: SoakSettings, task: str, pids: dict, ledger: Ledger, t_start: float, measure_from: float,
-                 t_end: float, memory: dict, shm_before: dict, leftovers: dict) -> dict:
+                 t_end: float, memory: dict, samples: list, shm_before: dict, leftovers: dict) -> dict:
     records = list(ledger.records)
     errors: dict[str, int] = {}
     for r in records:
@@ -294,7 +332,8 @@ def build_result(s: SoakSettings, task: str, pids: dict, ledger: Ledger, t_start
     by_kind = {k: sum(r[2] == k for r in records) for k in ("sync", "async")}
     # Windows end at the deadline (or earlier, when the request budget ran out); requests still in
     # flight then land in the last window.
-    win = windows(measured, measure_from, max(min(t_end, ledger.deadline), measure_from + 1e-6), s.window_s)
+    win = windows(measured, measure_from, max(min(t_end, ledger.deadline), measure_from + 1e-6), s.window_s,
+                  [m for m in samples if m[0] >= measure_from])
     full = [w for w in win if w["seconds"] >= s.window_s * 0.999 and w["requests"]]
     first, last = (full[0], full[-1]) if full else (None, None)
     return {
@@ -304,8 +343,8 @@ def build_result(s: SoakSettings, task: str, pids: dict, ledger: Ledger, t_start
         "first_error_by_kind": dict(ledger.first_error), "windows": win,
         "p99_last_over_first_window": (last["p99_ms"] / first["p99_ms"]) if first and first is not last else None,
         "server_pids": pids, "memory": memory,
-        "server_rss_growth": _growth(memory["after_warmup"]["server_total_rss_kb"], memory["end"]["server_total_rss_kb"]),
-        "client_rss_growth": _growth(memory["after_warmup"]["client_rss_kb"], memory["end"]["client_rss_kb"]),
+        "server_rss_growth": peak_growth(win, "server_rss_peak_kb", s.window_s),
+        "client_rss_growth": peak_growth(win, "client_rss_peak_kb", s.window_s),
         "shm_before": shm_before, "shm_leftovers": leftovers,
         "leftover_regions": len(leftovers["server_registered"]) + len(leftovers["dev_shm"]),
     }

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from benchmarks.__main__ import main as bench_main
-from benchmarks.soak import SoakSettings, check_loopback, server_processes, windows
+from benchmarks.soak import SoakSettings, check_loopback, peak_growth, server_processes, windows
 
 
 @pytest.mark.parametrize("url", ["127.0.0.1:8001", "localhost:8001", "[::1]:8001", "grpc://127.0.0.2:9"])
@@ -39,6 +39,23 @@ def test_windows_put_late_requests_in_the_last_one():
     assert win[1]["p50_ms"] == pytest.approx(20.0)  # errors are counted, not timed
 
 
+def test_memory_growth_compares_the_peaks_of_the_first_and_last_full_windows():
+    """A leak raises every window's high-water mark; memory a model stub takes and gives back between
+    two instants does not (two single readings 5 s and 60 s in swung from +0.1 % to +14.8 %)."""
+    records = [(t + 0.5, 0.01, "sync", None) for t in range(3)]
+    # (time, server total kB, client kB): window 0 peaks at 120, window 2 at 126 (dips do not count)
+    samples = [(0.2, 100, 10), (0.6, 120, 12), (1.1, 90, 11), (1.7, 150, 11), (2.3, 80, 12), (2.9, 126, 15)]
+    win = windows(records, 0.0, 3.0, 1.0, samples)
+    assert [w["server_rss_peak_kb"] for w in win] == [120, 150, 126]
+    assert [w["client_rss_peak_kb"] for w in win] == [12, 11, 15]
+    assert peak_growth(win, "server_rss_peak_kb", 1.0) == pytest.approx(0.05)
+    assert peak_growth(win, "client_rss_peak_kb", 1.0) == pytest.approx(0.25)
+    assert windows(records, 0.0, 3.0, 1.0, [])[0]["server_rss_peak_kb"] is None
+    assert peak_growth(win[:1], "server_rss_peak_kb", 1.0) is None  # one window: nothing to compare
+    short = windows(records, 0.0, 2.5, 1.0, samples)  # the last window is half long: it is not compared
+    assert peak_growth(short, "server_rss_peak_kb", 1.0) == pytest.approx(0.25)
+
+
 @pytest.mark.integration
 def test_soak_two_clients_few_seconds(triton_server, tmp_path, capsys):
     out = tmp_path / "soak"
@@ -57,6 +74,8 @@ def test_soak_two_clients_few_seconds(triton_server, tmp_path, capsys):
     for phase in ("start", "after_warmup", "end"):
         assert result["memory"][phase]["server_total_rss_kb"] > 0
         assert result["memory"][phase]["client_rss_kb"] > 0
+    assert all(w["server_rss_peak_kb"] > 0 and w["client_rss_peak_kb"] > 0 for w in result["windows"])
+    assert result["server_rss_growth"] is not None and result["client_rss_growth"] is not None
     assert result["leftover_regions"] == 0
     assert "PASS" in capsys.readouterr().out
 
