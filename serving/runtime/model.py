@@ -4,7 +4,9 @@
 It is self-contained: it imports only numpy, onnxruntime and Triton's `triton_python_backend_utils`.
 """
 
+import ctypes
 import json
+import mmap
 import os
 import sys
 
@@ -116,6 +118,35 @@ class Limits:
                 f"request carries {nbytes} input bytes, over the model's limit of {self.max_bytes} "
                 f"({MAX_BYTES_PARAM}); send fewer or smaller images"
             )
+
+
+MADV_REMOVE = 9  # linux/mman.h: free a shared mapping's pages (a hole punched in its tmpfs file)
+
+
+def pool_view(tensor) -> "np.ndarray | None":
+    """A request input where the python backend put it, in its shared-memory pool (`as_numpy()` is
+    the stub's private copy); None where DLPack cannot give it (GPU memory, an older stub)."""
+    try:
+        return np.from_dlpack(tensor)
+    except Exception:  # noqa: BLE001 - whatever the stub raises, there is simply nothing to release
+        return None
+
+
+def release_pages(array: "np.ndarray | None") -> bool:
+    """Hand back the shared-memory pages under a refused input. The python backend copied it into
+    its pool (which never shrinks) before the model could look at it: without this, one oversized
+    request kept its size in every process that maps the pool. Only whole pages inside the array
+    are released, and only a shared mapping has any to release (elsewhere madvise refuses, harmlessly).
+    True when pages were released."""
+    if array is None:
+        return False
+    start, end = array.ctypes.data, array.ctypes.data + array.nbytes
+    first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+    last = end // mmap.PAGESIZE * mmap.PAGESIZE
+    if last <= first:
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), MADV_REMOVE) == 0
 
 
 def group_by_shape(shapes: list) -> list:
@@ -267,18 +298,26 @@ class TritonPythonModel:
     def _checked_feed(self, request) -> dict:
         """{input name: array} of one request, after its bounds, dtype and shape are checked.
 
-        `as_numpy()` here is a view on the shared memory the server wrote the request into: shapes
-        and byte counts are read off it without touching the data, so an oversized request is
-        refused before anything is copied or allocated for it."""
-        tensors = {}
+        The bounds come first and read only shapes and byte counts, so an oversized request is
+        refused before any model tensor is built. By then the python backend has already copied it
+        into its shared-memory pool and the stub into `as_numpy()`'s array (Triton 2.51); the copy
+        goes with the request, and the pool's pages are handed back here (the pool never shrinks)."""
+        tensors, received = {}, []
         for spec in self.inputs:
             tensor = pb_utils.get_input_tensor_by_name(request, spec.name)
             if tensor is None:
                 raise ValueError(f"request has no input {spec.name!r}")
+            received.append(tensor)
             tensors[spec.name] = tensor.as_numpy()
         nbytes = sum(int(a.nbytes) for a in tensors.values())
+        try:
+            for spec in self.inputs:
+                self.limits.check(spec, tensors[spec.name].shape, nbytes, self.batched)
+        except ValueError:
+            for tensor in received:
+                release_pages(pool_view(tensor))
+            raise
         for spec in self.inputs:
-            self.limits.check(spec, tensors[spec.name].shape, nbytes, self.batched)
             check_input(spec, tensors[spec.name], self.batched)
         return tensors
 
