@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[client,export,serve,dev]'
 	touch $(STAMP)
 
+# --durations: every CI log names the slowest tests, where the suite's time goes.
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 # Mutation testing (slow; not in CI): mutmut 3 on the modules in pyproject's [tool.mutmut], in a
 # copy under work/ so its mutants/ folder stays out of the tree and a concurrent edit cannot change
