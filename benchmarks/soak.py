@@ -256,14 +256,18 @@ def windows(records: list, start: float, end: float, window_s: float, samples: l
 
 
 def _peak(values) -> Optional[int]:
-    values = [v for v in values if v is not None]
-    return max(values) if values else None
+    return max((v for v in values if v is not None), default=None)
+
+
+def _is_full(w: dict, window_s: float) -> bool:
+    """The window lasted its whole length (the last one may be cut short by the deadline)."""
+    return w["seconds"] >= window_s * 0.999
 
 
 def peak_growth(win: list[dict], key: str, window_s: float) -> Optional[float]:
     """Growth of the peak `key` from the first full window to the last. A leak raises every window's
     high-water mark; memory that a stub takes and gives back between two instants does not."""
-    full = [w for w in win if w["seconds"] >= window_s * 0.999 and w[key] is not None]
+    full = [w for w in win if _is_full(w, window_s) and w[key] is not None]
     return _growth(full[0][key], full[-1][key]) if len(full) > 1 else None
 
 
@@ -334,7 +338,7 @@ def build_result(s: SoakSettings, task: str, pids: dict, ledger: Ledger, t_start
     # flight then land in the last window.
     win = windows(measured, measure_from, max(min(t_end, ledger.deadline), measure_from + 1e-6), s.window_s,
                   [m for m in samples if m[0] >= measure_from])
-    full = [w for w in win if w["seconds"] >= s.window_s * 0.999 and w["requests"]]
+    full = [w for w in win if _is_full(w, s.window_s) and w["requests"]]
     first, last = (full[0], full[-1]) if full else (None, None)
     return {
         "settings": asdict(s), "model": s.model, "task": task, "transport": "shm" if s.shm else "grpc",

@@ -15,7 +15,7 @@ from tritonclient.utils import InferenceServerException
 
 import serving_toys as toys
 from serving.wheel import STUB_NAME
-from serving_toys import TOY_MAX_SIZE, assert_matches, image, infer_input, reference
+from serving_toys import TOY_MAX_SIZE, assert_matches, image, infer_input, memory_kb, reference
 
 
 def test_limits_name_the_parameter(runtime_model):
@@ -54,12 +54,6 @@ def stub_pid(server, model: str) -> int:
             found.append((int(fields[19]), int(entry.name)))  # (start time, pid)
     assert found, f"no python-backend stub for {model} under Triton pid {server.pid}"
     return max(found)[1]
-
-
-def memory_kb(pid: int) -> dict[str, int]:
-    """VmRSS and its parts (RssAnon, RssFile, RssShmem) of a process, in kB."""
-    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    return {line.split(":")[0]: int(line.split()[1]) for line in lines if line.startswith(("VmRSS", "Rss"))}
 
 
 @contextlib.contextmanager

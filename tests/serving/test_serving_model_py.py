@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+from serving_toys import memory_kb
+
 
 def test_check_input_messages(runtime_model):
     spec = runtime_model.TensorSpec({"name": "image", "data_type": "TYPE_UINT8", "dims": [-1, -1, 3]})
@@ -85,19 +87,15 @@ def test_copied_constants_match_the_contract(runtime_model):
     assert {k: np.dtype(v).name for k, v in runtime_model.NUMPY_DTYPES.items()} == contract.NUMPY_DTYPE_NAMES
 
 
-def _shmem_kb() -> int:
-    with open("/proc/self/status") as fh:
-        return next(int(line.split()[1]) for line in fh if line.startswith("RssShmem:"))
-
-
 def test_release_pages_frees_a_refused_input_in_shared_memory_and_nothing_else(runtime_model):
     page, pages = mmap.PAGESIZE, 256
     region = mmap.mmap(-1, pages * page, flags=mmap.MAP_SHARED)  # shmem, like the python backend's pool
     view = np.frombuffer(region, np.uint8)
     view[:] = 7
-    before = _shmem_kb()
+    before = memory_kb(os.getpid())["RssShmem"]
     assert runtime_model.release_pages(view[100:-100])  # neither end on a page boundary
-    assert _shmem_kb() <= before - (pages - 2) * page // 1024 + 16  # (before reading faults pages back in)
+    after = memory_kb(os.getpid())["RssShmem"]  # before reading the pages faults them back in
+    assert after <= before - (pages - 2) * page // 1024 + 16
     assert (view[:page] == 7).all() and (view[-page:] == 7).all()  # partial pages at the ends are kept
     assert not view[page:-page].any()  # the whole pages inside were handed back: they read as zeros
     assert not runtime_model.release_pages(view[10:20])  # no whole page inside
