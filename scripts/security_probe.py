@@ -5,7 +5,7 @@
 Tries, without any key: the repository index, uploading a python model through the load API
 (HTTP and gRPC), unloading a served model (then loads it back if that worked), and an 8000x8000
 RGB request (time to the answer, and the server's RSS before and after with --pid). Prints one
-line per probe ("refused" is the safe answer) and exits 1 if any probe got through. An upload
+line per probe ("refused" is the safe answer) and exits 1 if any probe got through (2: no server to probe). An upload
 counts as through unless the server refused it for want of authorisation: a load that "failed"
 after the files were accepted has already run the uploaded model.py (its import-time code).
 Needs only tritonclient; it never changes a server that refuses it.
@@ -115,7 +115,11 @@ def main() -> int:
     p.add_argument("--input", default="image", help="its input tensor (default: %(default)s)")
     p.add_argument("--pid", type=int, help="tritonserver's pid, to report its RSS around the large request")
     args = p.parse_args()
-    results = probe(args)
+    try:
+        results = probe(args)
+    except (OSError, InferenceServerException) as exc:  # URLError is an OSError
+        print(f"error: cannot probe {args.http} / {args.grpc}: {exc}; is the server running?")
+        return 2
     for what, through, detail in results:
         print(f"{'GOT THROUGH' if through else 'refused':12} {what:40} {detail}")
     return 1 if any(through for _, through, _ in results) else 0
