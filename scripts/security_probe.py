@@ -5,9 +5,10 @@
 Tries, without any key: the repository index, uploading a python model through the load API
 (HTTP and gRPC), unloading a served model (then loads it back if that worked), and an 8000x8000
 RGB request (time to the answer, and the server's RSS before and after with --pid). Prints one
-line per probe ("refused" is the safe answer) and exits 1 if any probe got through (2: no server to probe). An upload
-counts as through unless the server refused it for want of authorisation: a load that "failed"
-after the files were accepted has already run the uploaded model.py (its import-time code).
+line per probe ("refused" is the safe answer) and exits 1 if any probe got through, 2 when there
+is no server to probe. An upload counts as through unless the server refused it for want of
+authorisation: a load that "failed" after the files were accepted has already run the uploaded
+model.py (its import-time code).
 Needs only tritonclient; it never changes a server that refuses it.
 """
 
